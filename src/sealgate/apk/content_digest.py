@@ -1,0 +1,126 @@
+"""Whole-file content digests of APK Signature Schemes v2 and v3 (chunked SHA-256 / SHA-512).
+
+The digested bytes are three sections: everything before the APK Signing Block, the central directory, and the
+EOCD record with its central-directory offset rewritten to the signing block's offset. Each section is cut into
+1 MiB chunks; each chunk digest is H(0xa5 || uint32 len || chunk), and the result is H(0x5a || uint32 count ||
+chunk digests...). Chunks are independent, so they are hashed on every core: hashlib releases the GIL, and each
+worker reads its own contiguous run of chunks with `os.pread` so memory stays at a few MiB per worker whatever the
+APK's size. All requested algorithms are computed in the same pass over the data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from sealgate.apk.algorithms import ContentDigest
+
+CHUNK_SIZE = 1024 * 1024
+#: Chunks read per pread call: large reads cut syscall overhead, and 8 MiB per worker keeps memory small.
+_CHUNKS_PER_READ = 8
+
+
+@dataclass(frozen=True, slots=True)
+class DigestedSections:
+    """The bytes a v2/v3 content digest covers: two file ranges and the rewritten EOCD."""
+
+    fd: int
+    before_block: tuple[int, int]
+    central_directory: tuple[int, int]
+    eocd: bytes
+
+    @property
+    def total_size(self) -> int:
+        return self.before_block[1] + self.central_directory[1] + len(self.eocd)
+
+
+def compute_chunked_digests(
+    sections: DigestedSections, algorithms: Sequence[ContentDigest], *, workers: int | None = None
+) -> dict[ContentDigest, bytes]:
+    """Chunked digests for CHUNKED_SHA256 and/or CHUNKED_SHA512 over the three sections."""
+    wanted = [algorithm for algorithm in algorithms if algorithm is not ContentDigest.VERITY_CHUNKED_SHA256]
+    if not wanted:
+        return {}
+    jobs = _plan_jobs(sections)
+    chunk_count = sum(count for _, _, _, count in jobs)
+    hash_names = [algorithm.hash_name for algorithm in wanted]
+    worker_count = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
+
+    def run(job: tuple[int, bytes | None, int, int]) -> list[list[bytes]]:
+        return _hash_range(sections.fd, job, hash_names)
+
+    if worker_count == 1:
+        results = [run(job) for job in jobs]
+    else:
+        with ThreadPoolExecutor(max_workers=worker_count, thread_name_prefix="apk-digest") as pool:
+            results = list(pool.map(run, jobs))
+    digests: dict[ContentDigest, bytes] = {}
+    for index, algorithm in enumerate(wanted):
+        top = hashlib.new(algorithm.hash_name)
+        top.update(b"\x5a" + struct.pack("<I", chunk_count))
+        for per_job in results:
+            top.update(b"".join(per_job[index]))
+        digests[algorithm] = top.digest()
+    return digests
+
+
+def _plan_jobs(sections: DigestedSections) -> list[tuple[int, bytes | None, int, int]]:
+    """Split the sections into jobs of whole chunks: (offset, in-memory bytes or None, length, chunk count)."""
+    jobs: list[tuple[int, bytes | None, int, int]] = []
+    cpu = os.cpu_count() or 1
+    for start, size in (sections.before_block, sections.central_directory):
+        if size == 0:
+            continue
+        chunks = -(-size // CHUNK_SIZE)
+        # Enough jobs to balance the cores, each a run of whole chunks read with large preads.
+        per_job = max(_CHUNKS_PER_READ, -(-chunks // (cpu * 4)))
+        for first in range(0, chunks, per_job):
+            count = min(per_job, chunks - first)
+            offset = start + first * CHUNK_SIZE
+            length = min(count * CHUNK_SIZE, start + size - offset)
+            jobs.append((offset, None, length, count))
+    if sections.eocd:
+        jobs.append((0, sections.eocd, len(sections.eocd), -(-len(sections.eocd) // CHUNK_SIZE)))
+    return jobs
+
+
+def _hash_range(fd: int, job: tuple[int, bytes | None, int, int], hash_names: list[str]) -> list[list[bytes]]:
+    offset, data, length, _ = job
+    out: list[list[bytes]] = [[] for _ in hash_names]
+    constructors: list[Callable[[], hashlib._Hash]] = [_constructor(name) for name in hash_names]
+    position = 0
+    while position < length:
+        read_size = min(CHUNK_SIZE * _CHUNKS_PER_READ, length - position)
+        buffer = (
+            data[position : position + read_size]
+            if data is not None
+            else _pread_exact(fd, offset + position, read_size)
+        )
+        view = memoryview(buffer)
+        for chunk_start in range(0, read_size, CHUNK_SIZE):
+            chunk = view[chunk_start : chunk_start + CHUNK_SIZE]
+            prefix = b"\xa5" + struct.pack("<I", len(chunk))
+            for index, make in enumerate(constructors):
+                digest = make()
+                digest.update(prefix)
+                digest.update(chunk)
+                out[index].append(digest.digest())
+        position += read_size
+    return out
+
+
+def _constructor(name: str) -> Callable[[], hashlib._Hash]:
+    return hashlib.sha512 if name == "sha512" else hashlib.sha256
+
+
+def _pread_exact(fd: int, offset: int, length: int) -> bytes:
+    from sealgate.errors import ApkFormatError
+
+    data = os.pread(fd, length, offset)
+    if len(data) != length:
+        raise ApkFormatError(f"APK is shorter than its central directory says (read at offset {offset})")
+    return data

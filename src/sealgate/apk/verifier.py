@@ -1,0 +1,452 @@
+"""The one path that verifies an APK and names its signers.
+
+Every part of sealgate that needs to know who signed an APK (the repository pinning signers, the device deciding
+an install or an update) calls `verify_apk` and uses the identity it returns; nothing else reads certificates out
+of an APK, because every published bypass of F-Droid's signer pinning came from a second code path reading a
+certificate that the verifier had not checked.
+
+The decision follows apksig's `ApkVerifier.verify` for an SDK window [min_sdk, max_sdk]: v3.1 on 33+, v3 on 28+,
+v2 on 24+ unless v3 covers the whole window, v1 below 24 or when no signing-block scheme is present, then the
+cross-scheme rules (v1 and v2 signers agree; v3 agrees with older schemes through its lineage), the
+targetSandboxVersion and targetSdkVersion minimum-scheme rules, and the optional v4 signature. The APK's contents
+are hashed once for all signing-block schemes, on every core.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sealgate.apk.algorithms import ContentDigest
+from sealgate.apk.certificate import Certificate
+from sealgate.apk.content_digest import DigestedSections, compute_chunked_digests
+from sealgate.apk.lineage import Lineage
+from sealgate.apk.manifest import AndroidManifest, read_manifest
+from sealgate.apk.report import Issue, Scheme, SchemeResult
+from sealgate.apk.signing_block import V2_BLOCK_ID, V3_BLOCK_ID, V31_BLOCK_ID, SigningBlock, locate_signing_block
+from sealgate.apk.v1 import verify_v1
+from sealgate.apk.v2v3 import MIN_SDK_WITH_V31_SUPPORT, BlockVerification, parse_scheme_block
+from sealgate.errors import ApkFormatError, UsageError, ZipFormatError
+from sealgate.ziparchive import EOCD_SIZE, ZipArchive
+
+ANDROID_N = 24
+ANDROID_O = 26
+ANDROID_P = 28
+ANDROID_R = 30
+#: "The newest platform": apksig's default maximum, so that open-ended v3 signer ranges are judged as it judges them.
+NEWEST_SDK = 0x7FFFFFFF
+
+
+@dataclass(frozen=True, slots=True)
+class SdkSigners:
+    """The signers Android uses, and the scheme it uses, for every level in [min_sdk, max_sdk]."""
+
+    min_sdk: int
+    max_sdk: int
+    scheme: Scheme
+    signers: tuple[Certificate, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "min_sdk": self.min_sdk,
+            "max_sdk": None if self.max_sdk == NEWEST_SDK else self.max_sdk,
+            "scheme": int(self.scheme),
+            "signers": [certificate.sha256 for certificate in self.signers],
+        }
+
+
+@dataclass(slots=True)
+class ApkVerification:
+    """The verdict on one APK over an SDK window, with the verified identity when it verified."""
+
+    path: str
+    min_sdk: int
+    max_sdk: int
+    verified: bool = False
+    #: The signer certificates Android uses at the newest level of the window (apksig's `getSignerCertificates`).
+    signers: list[Certificate] = field(default_factory=list)
+    lineage: Lineage | None = None
+    errors: list[Issue] = field(default_factory=list)
+    warnings: list[Issue] = field(default_factory=list)
+    scheme_results: dict[Scheme, SchemeResult] = field(default_factory=dict)
+    sdk_signers: list[SdkSigners] = field(default_factory=list)
+    manifest: AndroidManifest | None = None
+
+    @property
+    def schemes(self) -> list[int]:
+        """The schemes that verified, as numbers (1, 2, 3, 31, 4)."""
+        return [int(scheme) for scheme, result in sorted(self.scheme_results.items()) if result.verified]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "file": self.path,
+            "verified": self.verified,
+            "schemes": self.schemes if self.verified else [],
+            "signers": [{"sha256": c.sha256, "subject": c.subject, "key": c.key_description} for c in self.signers],
+            "lineage": self.lineage.to_json() if self.lineage is not None else None,
+            "sdk": [entry.to_json() for entry in self.sdk_signers],
+            "errors": [issue.to_json() for issue in self.errors],
+            "warnings": [issue.to_json() for issue in self.warnings],
+        }
+
+
+def verify_apk(
+    path: str | os.PathLike[str],
+    *,
+    min_sdk: int | None = None,
+    max_sdk: int | None = None,
+    idsig: str | os.PathLike[str] | None = None,
+) -> ApkVerification:
+    """Verify the APK at `path` as Android does on every level of [min_sdk, max_sdk].
+
+    `min_sdk` defaults to the APK's minSdkVersion and `max_sdk` to the newest platform. Raises ApkFormatError when
+    the file is not an APK at all (not a ZIP, no AndroidManifest.xml, ZIP64) and UsageError for an impossible window;
+    every other problem is an error in the returned report.
+    """
+    window_max = NEWEST_SDK if max_sdk is None else max_sdk
+    if min_sdk is not None and min_sdk < 0:
+        raise UsageError(f"--min-sdk must not be negative (got {min_sdk})")
+    if min_sdk is not None and min_sdk > window_max:
+        raise UsageError(f"--min-sdk {min_sdk} is above --max-sdk {window_max}")
+    idsig_bytes = _read_idsig(idsig) if idsig is not None else None
+    try:
+        archive = ZipArchive.open(path)
+    except ZipFormatError as exc:
+        raise ApkFormatError(f"Malformed APK: not a ZIP archive: {exc}") from exc
+    with archive:
+        if archive.sections.zip64_eocd_offset is not None:
+            raise ApkFormatError("ZIP64 APKs are not supported by Android's APK signature schemes")
+        return _verify_archive(os.fspath(path), archive, min_sdk, window_max, idsig_bytes)
+
+
+def _read_idsig(idsig: str | os.PathLike[str]) -> bytes:
+    try:
+        return Path(idsig).read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read v4 signature file {os.fspath(idsig)!r}: {exc.strerror}") from exc
+
+
+def _verify_archive(
+    path: str, archive: ZipArchive, min_sdk: int | None, max_sdk: int, idsig: bytes | None
+) -> ApkVerification:
+    manifest: AndroidManifest | None = None
+    if min_sdk is None or max_sdk >= ANDROID_O:
+        manifest = read_manifest(archive)
+    if min_sdk is None:
+        assert manifest is not None
+        min_sdk = manifest.min_sdk
+        if min_sdk > max_sdk:
+            raise UsageError(f"the APK's minSdkVersion {min_sdk} is above --max-sdk {max_sdk}")
+    report = ApkVerification(path, min_sdk, max_sdk, manifest=manifest)
+    report.errors.extend(Issue(v.code, v.message) for v in archive.violations)
+
+    block, _ = locate_signing_block(archive)
+    found: set[int] = set()
+    phases: list[BlockVerification] = []
+    if max_sdk >= ANDROID_N and block is not None:
+        phases = _parse_signing_block_schemes(block, min_sdk, max_sdk, found, report)
+    if phases:
+        assert block is not None
+        _check_contents(archive, block, phases)
+        for phase in phases:
+            report.scheme_results[phase.result.scheme] = phase.result
+            if phase.lineage is not None:
+                phase.result.signers[-1].lineage = phase.lineage
+
+    if idsig is not None and max_sdk >= ANDROID_N:
+        _verify_v4(archive, idsig, report)
+
+    if max_sdk >= ANDROID_O and manifest is not None and (manifest.target_sandbox_version or 1) > 1 and not found:
+        report.errors.append(
+            Issue(
+                "NO_SIG_FOR_TARGET_SANDBOX_VERSION",
+                f"targetSandboxVersion {manifest.target_sandbox_version} needs an APK Signature Scheme v2 or newer "
+                "signature, and there is none",
+            )
+        )
+    if min_sdk < ANDROID_N or not found:
+        report.scheme_results[Scheme.V1] = verify_v1(
+            archive, min_sdk, max_sdk, found_apk_sig_scheme_ids=frozenset(found)
+        )
+    _collect(report)
+    if not report.errors:
+        _check_cross_scheme(report)
+    if not report.errors:
+        _check_min_scheme_for_target_sdk(report, archive)
+    if not report.errors:
+        _name_signers(report)
+    return report
+
+
+def _parse_signing_block_schemes(
+    block: SigningBlock, min_sdk: int, max_sdk: int, found: set[int], report: ApkVerification
+) -> list[BlockVerification]:
+    phases: list[BlockVerification] = []
+    rotation_min_sdk: int | None = None
+    if max_sdk >= MIN_SDK_WITH_V31_SUPPORT:
+        v31 = block.find(V31_BLOCK_ID)
+        if v31 is not None:
+            found.add(int(Scheme.V31))
+            phase = parse_scheme_block(Scheme.V31, v31, max(min_sdk, MIN_SDK_WITH_V31_SUPPORT), max_sdk)
+            sdk_levels = [s.min_sdk for s in phase.result.signers if s.min_sdk is not None]
+            rotation_min_sdk = min(sdk_levels) if sdk_levels else None
+            phases.append(phase)
+    if max_sdk >= ANDROID_P:
+        v3 = block.find(V3_BLOCK_ID)
+        if v3 is not None:
+            found.add(int(Scheme.V3))
+            phases.append(
+                parse_scheme_block(Scheme.V3, v3, max(min_sdk, ANDROID_P), max_sdk, rotation_min_sdk=rotation_min_sdk)
+            )
+        elif int(Scheme.V31) in found:
+            report.errors.append(
+                Issue(
+                    "V31_BLOCK_FOUND_WITHOUT_V3_BLOCK",
+                    "the APK has a v3.1 signature but no v3 signature, which Android requires alongside it",
+                )
+            )
+    if min_sdk < ANDROID_P or not found:
+        v2 = block.find(V2_BLOCK_ID)
+        if v2 is not None:
+            supported = frozenset({2, 3}) if max_sdk >= ANDROID_P else frozenset({2})
+            phases.append(
+                parse_scheme_block(
+                    Scheme.V2,
+                    v2,
+                    max(min_sdk, ANDROID_N),
+                    max_sdk,
+                    found_scheme_ids=frozenset(found),
+                    supported_scheme_ids=supported,
+                )
+            )
+            found.add(int(Scheme.V2))
+    return phases
+
+
+def _check_contents(archive: ZipArchive, block: SigningBlock, phases: list[BlockVerification]) -> None:
+    """Hash the APK once for every digest the schemes need, then let each scheme compare."""
+    needed: set[ContentDigest] = set()
+    for phase in phases:
+        if not phase.result.all_errors():
+            needed |= phase.digests_needed
+    actual: dict[ContentDigest, bytes] = {}
+    if needed:
+        sections = archive.sections
+        eocd = bytearray(archive.pread(sections.eocd_offset, EOCD_SIZE + len(sections.comment)))
+        eocd[16:20] = block.offset.to_bytes(4, "little")
+        digested = DigestedSections(
+            archive.fileno,
+            (0, block.offset),
+            (sections.cd_offset, sections.cd_size),
+            bytes(eocd),
+        )
+        actual = compute_chunked_digests(digested, sorted(needed))
+        if ContentDigest.VERITY_CHUNKED_SHA256 in needed:
+            _add_verity_digest(archive, block, digested, actual, phases)
+    for phase in phases:
+        phase.finish(actual)
+
+
+def _add_verity_digest(
+    archive: ZipArchive,
+    block: SigningBlock,
+    digested: DigestedSections,
+    actual: dict[ContentDigest, bytes],
+    phases: list[BlockVerification],
+) -> None:
+    block_size = archive.sections.cd_offset - block.offset
+    if block.offset % 4096 or block_size % 4096:
+        for phase in phases:
+            if ContentDigest.VERITY_CHUNKED_SHA256 in phase.digests_needed:
+                phase.result.error(
+                    "V2_SIG_APK_DIGEST_DID_NOT_VERIFY"
+                    if phase.result.scheme is Scheme.V2
+                    else "V3_SIG_APK_DIGEST_DID_NOT_VERIFY",
+                    "a verity-based signature needs the APK Signing Block aligned to and sized in 4096-byte pages",
+                )
+        return
+    from sealgate.apk.verity import verity_content_digest
+
+    actual[ContentDigest.VERITY_CHUNKED_SHA256] = verity_content_digest(
+        [
+            (digested.fd, *digested.before_block),
+            (digested.fd, *digested.central_directory),
+            digested.eocd,
+        ]
+    )
+
+
+def _verify_v4(archive: ZipArchive, idsig: bytes, report: ApkVerification) -> None:
+    """Check the .idsig against the signers apksig pairs it with: v3 (else v2), then v3.1 when present."""
+    from sealgate.apk.v4 import V4ReferenceSigner, verify_v4
+
+    def newest_signer(scheme: Scheme) -> V4ReferenceSigner | None:
+        result = report.scheme_results.get(scheme)
+        if result is None or not result.verified or not result.signers:
+            return None
+        signer = result.signers[-1]
+        if signer.certificate is None:
+            return None
+        return V4ReferenceSigner(signer.certificate, dict(signer.content_digests))
+
+    first = newest_signer(Scheme.V3) or newest_signer(Scheme.V2)
+    if first is None:
+        report.errors.append(
+            Issue("V4_SIG_NO_V2_V3_SIGNATURE", "a v4 signature needs a verified v2 or v3 signature to refer to")
+        )
+        return
+    references = [first]
+    v31 = newest_signer(Scheme.V31) if newest_signer(Scheme.V3) is not None else None
+    if v31 is not None:
+        references.append(v31)
+    report.scheme_results[Scheme.V4] = verify_v4(idsig, archive.fileno, archive.sections.file_size, references)
+
+
+def _collect(report: ApkVerification) -> None:
+    for result in report.scheme_results.values():
+        report.errors.extend(result.all_errors())
+        report.warnings.extend(result.all_warnings())
+
+
+def _verified(report: ApkVerification, scheme: Scheme) -> SchemeResult | None:
+    result = report.scheme_results.get(scheme)
+    return result if result is not None and result.verified else None
+
+
+def _check_cross_scheme(report: ApkVerification) -> None:
+    v1 = _verified(report, Scheme.V1)
+    v2 = _verified(report, Scheme.V2)
+    v3 = _verified(report, Scheme.V3)
+    if v1 is not None and v2 is not None:
+        v1_certs = [s.certificate for s in v1.signers]
+        v2_certs = [s.certificate for s in v2.signers]
+        missing_in_v2 = next((c for c in v1_certs if c not in v2_certs), None)
+        if missing_in_v2 is not None:
+            report.errors.append(Issue("V2_SIG_MISSING", "a v1 (JAR) signer has no matching v2 signer"))
+        missing_in_v1 = next((c for c in v2_certs if c not in v1_certs), None)
+        if missing_in_v1 is not None:
+            report.errors.append(Issue("JAR_SIG_MISSING", "a v2 signer has no matching v1 (JAR) signer"))
+    if v3 is not None and (v1 is not None or v2 is not None):
+        older = v1 if v1 is not None else v2
+        assert older is not None
+        if len(older.signers) != 1:
+            report.errors.append(
+                Issue("V3_SIG_MULTIPLE_PAST_SIGNERS", "v3 supports one signer, but the older scheme has several")
+            )
+        old_certificate = older.signers[0].certificate
+        lineage = v3.signers[-1].lineage if v3.signers else None
+        if not isinstance(lineage, Lineage):
+            if len(v3.signers) != 1:
+                report.errors.append(
+                    Issue("V3_SIG_MULTIPLE_SIGNERS", "several v3 signers without a lineage linking them")
+                )
+            if v3.signers[0].certificate != old_certificate:
+                report.errors.append(
+                    Issue(
+                        "V3_SIG_PAST_SIGNERS_MISMATCH",
+                        "the v3 signer differs from the v1/v2 signer and no lineage links them",
+                    )
+                )
+        else:
+            if not lineage.nodes or old_certificate is None or lineage.nodes[0].certificate != old_certificate:
+                report.errors.append(
+                    Issue(
+                        "V3_SIG_PAST_SIGNERS_MISMATCH",
+                        "the v1/v2 signer is not the first (oldest) certificate of the v3 lineage",
+                    )
+                )
+
+
+def _check_min_scheme_for_target_sdk(report: ApkVerification, archive: ZipArchive) -> None:
+    manifest = report.manifest
+    if manifest is None:
+        try:
+            manifest = read_manifest(archive)
+        except ApkFormatError:
+            return
+    target = manifest.target_sdk if manifest.target_sdk is not None else manifest.min_sdk
+    if (
+        target >= ANDROID_R
+        and report.max_sdk >= target
+        and not any(_verified(report, s) for s in (Scheme.V2, Scheme.V3, Scheme.V31))
+    ):
+        report.errors.append(
+            Issue(
+                "MIN_SIG_SCHEME_FOR_TARGET_SDK_NOT_MET",
+                f"targetSdkVersion {target} needs an APK Signature Scheme v2 or newer signature, and the APK "
+                "has only a v1 (JAR) signature",
+            )
+        )
+
+
+def _name_signers(report: ApkVerification) -> None:
+    report.verified = True
+    v1 = _verified(report, Scheme.V1)
+    v2 = _verified(report, Scheme.V2)
+    v3 = _verified(report, Scheme.V3)
+    v31 = _verified(report, Scheme.V31)
+    newest = v31 or v3
+    if newest is not None:
+        report.signers = [c for c in [newest.signers[-1].certificate] if c is not None]
+        lineage = newest.signers[-1].lineage
+        report.lineage = lineage if isinstance(lineage, Lineage) else None
+    elif v2 is not None:
+        report.signers = [s.certificate for s in v2.signers if s.certificate is not None]
+    elif v1 is not None:
+        report.signers = [s.certificate for s in v1.signers if s.certificate is not None]
+    report.sdk_signers = _signers_by_level(report, v1, v2, v3, v31)
+
+
+def _signers_by_level(
+    report: ApkVerification,
+    v1: SchemeResult | None,
+    v2: SchemeResult | None,
+    v3: SchemeResult | None,
+    v31: SchemeResult | None,
+) -> list[SdkSigners]:
+    """Which scheme and signers Android uses at each level of the window, merged into ranges."""
+    boundaries = {report.min_sdk, ANDROID_N, ANDROID_P, MIN_SDK_WITH_V31_SUPPORT}
+    for result in (v3, v31):
+        for signer in result.signers if result else []:
+            if signer.min_sdk is not None:
+                boundaries.add(signer.min_sdk)
+            if signer.max_sdk is not None and signer.max_sdk < NEWEST_SDK:
+                boundaries.add(signer.max_sdk + 1)
+    starts = sorted(b for b in boundaries if report.min_sdk <= b <= report.max_sdk)
+    ranges: list[SdkSigners] = []
+    for index, start in enumerate(starts):
+        end = starts[index + 1] - 1 if index + 1 < len(starts) else report.max_sdk
+        scheme, certificates = _signers_at(start, v1, v2, v3, v31)
+        if scheme is None:
+            continue
+        if ranges and ranges[-1].scheme == scheme and ranges[-1].signers == certificates:
+            ranges[-1] = SdkSigners(ranges[-1].min_sdk, end, scheme, certificates)
+        else:
+            ranges.append(SdkSigners(start, end, scheme, certificates))
+    return ranges
+
+
+def _signers_at(
+    level: int,
+    v1: SchemeResult | None,
+    v2: SchemeResult | None,
+    v3: SchemeResult | None,
+    v31: SchemeResult | None,
+) -> tuple[Scheme | None, tuple[Certificate, ...]]:
+    for scheme, result, first_level in (
+        (Scheme.V31, v31, MIN_SDK_WITH_V31_SUPPORT),
+        (Scheme.V3, v3, ANDROID_P),
+    ):
+        if result is not None and level >= first_level:
+            for signer in result.signers:
+                low = signer.min_sdk if signer.min_sdk is not None else 0
+                high = signer.max_sdk if signer.max_sdk is not None else NEWEST_SDK
+                if low <= level <= high and signer.certificate is not None:
+                    return scheme, (signer.certificate,)
+    if v2 is not None and level >= ANDROID_N:
+        return Scheme.V2, tuple(s.certificate for s in v2.signers if s.certificate is not None)
+    if v1 is not None:
+        return Scheme.V1, tuple(s.certificate for s in v1.signers if s.certificate is not None)
+    return None, ()

@@ -1,0 +1,1 @@
+"""Command-line adapters: parse arguments, call one service, print the result."""
