@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import read_tsv, require_tool, vectors_path
+from conftest import SHARED_VECTORS, read_tsv, require_tool, vectors_path
 from sealgate.apk.manifest import (
     ATTR_DEBUGGABLE,
     ATTR_GL_ES_VERSION,
@@ -218,19 +218,24 @@ def manifest_xml(*children: E, package: str = "org.example.app", root_attrs: lis
     return E("manifest", attrs + (root_attrs or []), list(children))
 
 
-def build(*children: E, utf8: bool = False, **kwargs: object) -> bytes:
-    return _Xml(manifest_xml(*children, **kwargs), utf8=utf8).encode()  # type: ignore[arg-type]
+def build(
+    *children: E, utf8: bool = False, package: str = "org.example.app", root_attrs: list[A] | None = None
+) -> bytes:
+    return _Xml(manifest_xml(*children, package=package, root_attrs=root_attrs), utf8=utf8).encode()
 
 
-def parse(*children: E, **kwargs: object) -> AndroidManifest:
-    return parse_manifest(build(*children, **kwargs))
+def parse(
+    *children: E, utf8: bool = False, package: str = "org.example.app", root_attrs: list[A] | None = None
+) -> AndroidManifest:
+    return parse_manifest(build(*children, utf8=utf8, package=package, root_attrs=root_attrs))
 
 
 # -- the F-Droid vectors -------------------------------------------------------------------------------------------
 
 
 def _fdroid_rows() -> list[dict[str, str]]:
-    path = Path(__file__).resolve().parent.parent.parent / "shared" / "vectors" / "fdroid" / "expected.tsv"
+    """Rows at collection time; without the vectors one placeholder row lets the test skip (or fail under CI)."""
+    path = SHARED_VECTORS / "fdroid" / "expected.tsv"
     return read_tsv(path) if path.exists() else [{"file": "<vectors missing>"}]
 
 
@@ -511,6 +516,14 @@ def test_uses_sdk_only_counts_under_manifest() -> None:
     deeper = E("application", [], [E("activity", [], [E("manifest", [A("targetSandboxVersion", 2)])])])
     with pytest.raises(ManifestFormatError, match="nested"):
         parse(deeper)
+    # apksig's attribute lookups match <manifest> by local name at any depth, namespace or not.
+    with pytest.raises(ManifestFormatError, match="nested"):
+        parse(E("manifest", [A("targetSandboxVersion", 2)]))
+    namespaced = E("application", [], [E("uses-sdk", [A("targetSdkVersion", 30)], namespace="urn:x")])
+    with pytest.raises(ManifestFormatError, match="nested"):
+        parse(namespaced)
+    # Other elements may nest freely, whatever their attributes.
+    assert parse(E("application", [], [E("activity", [A("minSdkVersion", 30)])])).min_sdk == 1
 
 
 def test_attributes_are_matched_by_resource_id_not_by_name_or_namespace() -> None:
@@ -692,6 +705,26 @@ def test_structural_ambiguities_are_refused() -> None:
     _refused(_with_outer_size(body.replace(piece(pool), b"")), "no string pool")
 
 
+def test_cdata_and_unknown_chunks() -> None:
+    """CDATA nodes are checked and skipped; unknown chunks are skipped where Android skips them."""
+    data = build(E("uses-sdk", [A("minSdkVersion", 21)]))
+    chunks = _nodes_of(data)
+    root_start = next(c for c in chunks if c[1] == 0x0102)
+    body = data[8:]
+    at = root_start[0] + root_start[2] - 8
+
+    def cdata(index: int) -> bytes:
+        return _node(0x0104, struct.pack("<IHBBI", index, 8, 0, 0x03, index))
+
+    assert parse_manifest(_with_outer_size(body[:at] + cdata(0) + body[at:])).min_sdk == 21
+    _refused(_with_outer_size(body[:at] + cdata(4000) + body[at:]), "character data")
+    unknown_node = _node(0x0105, b"\0" * 8)
+    assert parse_manifest(_with_outer_size(body[:at] + unknown_node + body[at:])).min_sdk == 21
+    unknown_chunk = struct.pack("<HHI", 0x0203, 8, 16) + b"\0" * 8
+    assert parse_manifest(_with_outer_size(unknown_chunk + body)).min_sdk == 21
+    _refused(_with_outer_size(body + b"\0" * 4), "stray bytes")
+
+
 def test_raw_and_typed_strings_must_agree() -> None:
     xml = _Xml(manifest_xml(E("application", [A("label", "shown")])))
     data = bytearray(xml.encode())
@@ -778,10 +811,21 @@ def _real_manifest() -> bytes:
 
 def test_every_truncation_is_refused_cleanly() -> None:
     data = _real_manifest()
-    # A truncated file still declares its full size, so every prefix is refused.
+    parsed = 0
     for length in range(len(data)):
+        # A truncated file still declares its full size, so every prefix is refused ...
         with pytest.raises(ManifestFormatError):
             parse_manifest(data[:length])
+        # ... and with the size patched to match, the cut lands inside some chunk: refused, unless it falls
+        # between the root's end and the closing namespace node, which leaves a complete document.
+        if length >= 8:
+            patched = data[:4] + struct.pack("<I", length) + data[8:length]
+            try:
+                parse_manifest(patched)
+                parsed += 1
+            except ManifestFormatError:
+                pass
+    assert parsed <= 1
 
 
 def test_random_mutations_never_escape() -> None:

@@ -18,10 +18,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from sealgate.apk.algorithms import ContentDigest
+from sealgate.filerange import FileRanges
 
 CHUNK_SIZE = 1024 * 1024
-#: Chunks read per pread call: large reads cut syscall overhead, and 8 MiB per worker keeps memory small.
-_CHUNKS_PER_READ = 8
+#: Chunks hashed per mapped window; each window is dropped from memory once hashed.
+_CHUNKS_PER_WINDOW = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,15 +50,16 @@ def compute_chunked_digests(
     chunk_count = sum(count for _, _, _, count in jobs)
     hash_names = [algorithm.hash_name for algorithm in wanted]
     worker_count = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
+    with FileRanges(sections.fd, os.fstat(sections.fd).st_size) as ranges:
 
-    def run(job: tuple[int, bytes | None, int, int]) -> list[list[bytes]]:
-        return _hash_range(sections.fd, job, hash_names)
+        def run(job: tuple[int, bytes | None, int, int]) -> list[list[bytes]]:
+            return _hash_range(ranges, job, hash_names)
 
-    if worker_count == 1:
-        results = [run(job) for job in jobs]
-    else:
-        with ThreadPoolExecutor(max_workers=worker_count, thread_name_prefix="apk-digest") as pool:
-            results = list(pool.map(run, jobs))
+        if worker_count == 1:
+            results = [run(job) for job in jobs]
+        else:
+            with ThreadPoolExecutor(max_workers=worker_count, thread_name_prefix="apk-digest") as pool:
+                results = list(pool.map(run, jobs))
     digests: dict[ContentDigest, bytes] = {}
     for index, algorithm in enumerate(wanted):
         top = hashlib.new(algorithm.hash_name)
@@ -77,7 +79,7 @@ def _plan_jobs(sections: DigestedSections) -> list[tuple[int, bytes | None, int,
             continue
         chunks = -(-size // CHUNK_SIZE)
         # Enough jobs to balance the cores, each a run of whole chunks read with large preads.
-        per_job = max(_CHUNKS_PER_READ, -(-chunks // (cpu * 4)))
+        per_job = max(_CHUNKS_PER_WINDOW, -(-chunks // (cpu * 4)))
         for first in range(0, chunks, per_job):
             count = min(per_job, chunks - first)
             offset = start + first * CHUNK_SIZE
@@ -88,39 +90,34 @@ def _plan_jobs(sections: DigestedSections) -> list[tuple[int, bytes | None, int,
     return jobs
 
 
-def _hash_range(fd: int, job: tuple[int, bytes | None, int, int], hash_names: list[str]) -> list[list[bytes]]:
+def _hash_range(
+    ranges: FileRanges, job: tuple[int, bytes | None, int, int], hash_names: list[str]
+) -> list[list[bytes]]:
     offset, data, length, _ = job
     out: list[list[bytes]] = [[] for _ in hash_names]
     constructors: list[Callable[[], hashlib._Hash]] = [_constructor(name) for name in hash_names]
-    position = 0
-    while position < length:
-        read_size = min(CHUNK_SIZE * _CHUNKS_PER_READ, length - position)
-        buffer = (
-            data[position : position + read_size]
-            if data is not None
-            else _pread_exact(fd, offset + position, read_size)
-        )
-        view = memoryview(buffer)
-        for chunk_start in range(0, read_size, CHUNK_SIZE):
-            chunk = view[chunk_start : chunk_start + CHUNK_SIZE]
+    window = CHUNK_SIZE * _CHUNKS_PER_WINDOW
+    for window_start in range(0, length, window):
+        window_length = min(window, length - window_start)
+        if data is not None:
+            with memoryview(data) as whole, whole[window_start : window_start + window_length] as view:
+                _hash_window(view, constructors, out)
+        else:
+            with ranges.view(offset + window_start, window_length) as view:
+                _hash_window(view, constructors, out)
+    return out
+
+
+def _hash_window(view: memoryview, constructors: list[Callable[[], hashlib._Hash]], out: list[list[bytes]]) -> None:
+    for chunk_start in range(0, len(view), CHUNK_SIZE):
+        with view[chunk_start : chunk_start + CHUNK_SIZE] as chunk:
             prefix = b"\xa5" + struct.pack("<I", len(chunk))
             for index, make in enumerate(constructors):
                 digest = make()
                 digest.update(prefix)
                 digest.update(chunk)
                 out[index].append(digest.digest())
-        position += read_size
-    return out
 
 
 def _constructor(name: str) -> Callable[[], hashlib._Hash]:
     return hashlib.sha512 if name == "sha512" else hashlib.sha256
-
-
-def _pread_exact(fd: int, offset: int, length: int) -> bytes:
-    from sealgate.errors import ApkFormatError
-
-    data = os.pread(fd, length, offset)
-    if len(data) != length:
-        raise ApkFormatError(f"APK is shorter than its central directory says (read at offset {offset})")
-    return data

@@ -26,7 +26,7 @@ from sealgate.apk.lineage import Lineage
 from sealgate.apk.manifest import AndroidManifest, read_manifest
 from sealgate.apk.report import Issue, Scheme, SchemeResult
 from sealgate.apk.signing_block import V2_BLOCK_ID, V3_BLOCK_ID, V31_BLOCK_ID, SigningBlock, locate_signing_block
-from sealgate.apk.v1 import verify_v1
+from sealgate.apk.update_rules import SigningIdentity
 from sealgate.apk.v2v3 import MIN_SDK_WITH_V31_SUPPORT, BlockVerification, parse_scheme_block
 from sealgate.errors import ApkFormatError, UsageError, ZipFormatError
 from sealgate.ziparchive import EOCD_SIZE, ZipArchive
@@ -47,6 +47,8 @@ class SdkSigners:
     max_sdk: int
     scheme: Scheme
     signers: tuple[Certificate, ...]
+    #: The proof-of-rotation lineage of the v3/v3.1 signer used in this range, if it carries one.
+    lineage: Lineage | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -78,6 +80,15 @@ class ApkVerification:
     def schemes(self) -> list[int]:
         """The schemes that verified, as numbers (1, 2, 3, 31, 4)."""
         return [int(scheme) for scheme, result in sorted(self.scheme_results.items()) if result.verified]
+
+    def identity_at(self, sdk: int) -> SigningIdentity:
+        """The signing identity Android compares on a device at API level `sdk` (for `decide_update`)."""
+        if not self.verified:
+            raise UsageError(f"{self.path} did not verify, so it has no signing identity")
+        for entry in self.sdk_signers:
+            if entry.min_sdk <= sdk <= entry.max_sdk:
+                return SigningIdentity(entry.signers, entry.lineage)
+        raise UsageError(f"SDK {sdk} lies outside the verified window {self.min_sdk}..{self.max_sdk}")
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -167,6 +178,8 @@ def _verify_archive(
             )
         )
     if min_sdk < ANDROID_N or not found:
+        from sealgate.apk.v1 import verify_v1  # only platforms before Android 7.0 need the JAR machinery
+
         report.scheme_results[Scheme.V1] = verify_v1(
             archive, min_sdk, max_sdk, found_apk_sig_scheme_ids=frozenset(found)
         )
@@ -418,13 +431,14 @@ def _signers_by_level(
     ranges: list[SdkSigners] = []
     for index, start in enumerate(starts):
         end = starts[index + 1] - 1 if index + 1 < len(starts) else report.max_sdk
-        scheme, certificates = _signers_at(start, v1, v2, v3, v31)
+        scheme, certificates, lineage = _signers_at(start, v1, v2, v3, v31)
         if scheme is None:
             continue
-        if ranges and ranges[-1].scheme == scheme and ranges[-1].signers == certificates:
-            ranges[-1] = SdkSigners(ranges[-1].min_sdk, end, scheme, certificates)
+        previous = ranges[-1] if ranges else None
+        if previous and (previous.scheme, previous.signers, previous.lineage) == (scheme, certificates, lineage):
+            ranges[-1] = SdkSigners(previous.min_sdk, end, scheme, certificates, lineage)
         else:
-            ranges.append(SdkSigners(start, end, scheme, certificates))
+            ranges.append(SdkSigners(start, end, scheme, certificates, lineage))
     return ranges
 
 
@@ -434,7 +448,7 @@ def _signers_at(
     v2: SchemeResult | None,
     v3: SchemeResult | None,
     v31: SchemeResult | None,
-) -> tuple[Scheme | None, tuple[Certificate, ...]]:
+) -> tuple[Scheme | None, tuple[Certificate, ...], Lineage | None]:
     for scheme, result, first_level in (
         (Scheme.V31, v31, MIN_SDK_WITH_V31_SUPPORT),
         (Scheme.V3, v3, ANDROID_P),
@@ -444,9 +458,10 @@ def _signers_at(
                 low = signer.min_sdk if signer.min_sdk is not None else 0
                 high = signer.max_sdk if signer.max_sdk is not None else NEWEST_SDK
                 if low <= level <= high and signer.certificate is not None:
-                    return scheme, (signer.certificate,)
+                    lineage = signer.lineage if isinstance(signer.lineage, Lineage) else None
+                    return scheme, (signer.certificate,), lineage
     if v2 is not None and level >= ANDROID_N:
-        return Scheme.V2, tuple(s.certificate for s in v2.signers if s.certificate is not None)
+        return Scheme.V2, tuple(s.certificate for s in v2.signers if s.certificate is not None), None
     if v1 is not None:
-        return Scheme.V1, tuple(s.certificate for s in v1.signers if s.certificate is not None)
-    return None, ()
+        return Scheme.V1, tuple(s.certificate for s in v1.signers if s.certificate is not None), None
+    return None, (), None
