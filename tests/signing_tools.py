@@ -251,7 +251,8 @@ def parse_verify_output(returncode: int, stdout: str, stderr: str) -> ApksignerV
                 verdict.schemes.add(int(match.group(1)) * (10 if match.group(2) else 1) + int(match.group(2) or 0))
         elif match := _SIGNER_DIGEST.match(line):
             verdict.signers.append(match.group(1))
-        elif line.startswith("ERROR"):
+        elif line.startswith(("ERROR", "Exception in thread", "Caused by:")):
+            # apksigner 31 reports some malformed APKs by dying with a Java exception instead of an ERROR line.
             verdict.errors.append(line)
         elif line.startswith("WARNING"):
             verdict.warnings.append(line)

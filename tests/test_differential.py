@@ -11,18 +11,22 @@ v2-only-11-signers.apk must fail) and v3.1 blocks (apksigner 31 can neither writ
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from conftest import require_tool
+from conftest import require_tool, vectors_path
 from sealgate.apk.verifier import verify_apk
 from sealgate.errors import SealgateError
 from signing_tools import (
+    KEY_TYPES,
     ApksignerVerdict,
     KeyRing,
     SignerKey,
@@ -35,7 +39,7 @@ from signing_tools import (
     unsigned_apk,
 )
 
-#: Schemes apksigner 31 reports that we can compare; it cannot produce or see v3.1, and sees v4 only with --v4-...
+#: Schemes whose verdicts we compare: apksigner 31 cannot see v3.1, and its verify never reads an .idsig (v4).
 _COMPARABLE_SCHEMES = {1, 2, 3}
 
 _SCHEME_SETS: dict[str, tuple[bool, bool, bool]] = {
@@ -77,8 +81,7 @@ class Case:
 
 def _scheme_key_cases() -> list[Case]:
     """Every key type with all three schemes and with v1 alone (v1 is where key types differ most: PKCS#7)."""
-    every_key = ("rsa-1024", "rsa-2048", "rsa-3072", "rsa-4096", "ec-p256", "ec-p384", "ec-p521", "dsa-1024", "dsa-2048")
-    cases = [Case("v1v2v3", (key,)) for key in every_key]
+    cases = [Case("v1v2v3", (key,)) for key in KEY_TYPES]
     cases += [Case("v1", (key,)) for key in ("rsa-1024", "rsa-4096", "ec-p521", "dsa-2048", "ec-p256")]
     others = {"v2": ("ec-p384", "rsa-3072"), "v3": ("dsa-1024", "ec-p521"), "v1v2": ("dsa-2048", "rsa-1024")}
     others |= {"v2v3": ("ec-p256", "rsa-4096"), "v1v3": ("rsa-2048", "ec-p384")}
@@ -146,7 +149,8 @@ class Outcome:
     verified: bool
     schemes: set[int]
     signers: set[str]
-    lineage_json: str | None
+    #: SHA-256 of each certificate of the proof-of-rotation lineage, oldest first; None without a lineage.
+    lineage: list[str] | None
     detail: str
 
 
@@ -156,13 +160,15 @@ def _ours(apk: Path, min_sdk: int | None, max_sdk: int | None) -> Outcome:
         result = verify_apk(apk, min_sdk=min_sdk, max_sdk=max_sdk)
     except SealgateError as exc:
         return Outcome(False, set(), set(), None, f"raised {type(exc).__name__}: {exc}")
-    lineage = result.to_json().get("lineage")
+    document = result.to_json()
+    lineage = document.get("lineage")
+    history = None if not isinstance(lineage, list) else [str(node["sha256"]) for node in lineage]
     return Outcome(
         result.verified,
         set(result.schemes),
         {cert.sha256 for cert in result.signers},
-        None if lineage is None else json.dumps(lineage),
-        json.dumps(result.to_json(), indent=1),
+        history,
+        json.dumps(document, indent=1),
     )
 
 
@@ -186,14 +192,12 @@ class Workshop:
         v1, v2, v3 = _SCHEME_SETS[case.schemes] if case.schemes else (None, None, None)
         lineage = self._lineage(signers, out.with_suffix(".lineage")) if case.rotation else None
         unsigned = unsigned_apk(self.vectors, self.directory, case.base)
-        return apksigner_sign(
-            unsigned, out, signers, v1=v1, v2=v2, v3=v3, min_sdk=case.sign_min_sdk, lineage=lineage
-        )
+        return apksigner_sign(unsigned, out, signers, v1=v1, v2=v2, v3=v3, min_sdk=case.sign_min_sdk, lineage=lineage)
 
     @staticmethod
     def _lineage(signers: list[SignerKey], out: Path) -> Path:
         previous = None
-        for index, (old, new) in enumerate(zip(signers, signers[1:], strict=False)):
+        for index, (old, new) in enumerate(itertools.pairwise(signers)):
             previous = apksigner_rotate(out.with_name(f"{out.name}.{index}"), old, new, previous)
         assert previous is not None, "a rotation case needs at least two signers"
         return previous
@@ -235,10 +239,9 @@ def test_same_verdict_as_apksigner(workshop: Workshop, case: Case) -> None:
     apk = workshop.build(case)
     theirs, ours = _compare(apk, case)
     if case.rotation and theirs.verified and 3 in theirs.schemes:
-        # The lineage must name every certificate of the rotation, oldest to newest.
-        assert ours.lineage_json is not None, f"rotation lineage missing: {_explain(apk, case, theirs, ours)}"
-        for name in case.signers:
-            assert workshop.keys[name].cert_sha256 in ours.lineage_json, f"{name} missing from lineage"
+        # The lineage must name every certificate of the rotation, oldest to newest, as `apksigner rotate` chained them.
+        expected = [workshop.keys[name].cert_sha256 for name in case.signers]
+        assert ours.lineage == expected, f"lineage differs: {_explain(apk, case, theirs, ours)}"
 
 
 def _stored_entry_byte(data: bytes) -> int:
@@ -295,3 +298,104 @@ def test_tampered_copies_fail_in_both(workshop: Workshop, tmp_path: Path, base: 
     theirs, ours = _compare(tampered, case)
     assert not theirs.verified, f"apksigner accepted a copy with byte {offset} flipped: {theirs.output}"
     assert not ours.verified
+
+
+# --- Mutants we accept must be accepted by apksigner too (the direction that matters for security) ---
+
+#: How many accepted mutants to cross-check, and how many mutants to try to find them (about 1 in 25 verifies).
+_ACCEPTED_TO_CHECK = 30
+_MUTANTS_TO_TRY = 1500
+
+
+def _accepted_mutants(directory: Path) -> list[tuple[Path, str, tuple[int | None, int | None], Outcome]]:
+    """Mutants from test_fuzz's strategies that verify_apk still accepts, in a fixed order from the fuzz seed.
+
+    v3.1 bases are left out: apksigner 31 does not know v3.1 and even crashes on the intact v31 vectors at
+    --min-sdk-version 28 ("APK verified, but has not verified using any of v1, v2 or v3 schemes").
+    """
+    import random
+
+    from test_fuzz import BASES, SEED, STRATEGIES, WINDOWS, Base
+
+    files = vectors_path("apksig", "files")
+    bases = [
+        Base(name, data, apk_layout(data), None)
+        for name, idsig in BASES
+        if idsig is None and not name.startswith("v31-")
+        for data in [(files / name).read_bytes()]
+    ]
+    strategies = [name for name, (_, _, needs_idsig) in STRATEGIES.items() if not needs_idsig]
+    found = []
+    for index in range(_MUTANTS_TO_TRY):
+        rng = random.Random(f"{SEED}:accepted:{index}")
+        strategy = strategies[index % len(strategies)]
+        base, window = rng.choice(bases), rng.choice(WINDOWS)
+        mutant = STRATEGIES[strategy][0](base, rng)
+        apk = directory / f"mutant-{index}.apk"
+        apk.write_bytes(mutant.data)
+        ours = _ours(apk, *window)
+        if ours.verified:
+            found.append((apk, f"{base.name}: {strategy}: {mutant.description}", window, ours))
+            if len(found) == _ACCEPTED_TO_CHECK:
+                break
+        else:
+            apk.unlink()
+    return found
+
+
+def test_mutants_we_accept_are_accepted_by_apksigner(workshop: Workshop, tmp_path: Path) -> None:
+    accepted = _accepted_mutants(tmp_path)
+    assert len(accepted) >= _ACCEPTED_TO_CHECK // 2, "too few mutants verify for this check to mean anything"
+    disagreements = []
+    for apk, description, (min_sdk, max_sdk), ours in accepted:
+        theirs = apksigner_verify(apk, min_sdk=min_sdk, max_sdk=max_sdk)
+        if not theirs.verified or set(theirs.signers) != ours.signers:
+            disagreements.append(
+                f"{apk} ({description}; min_sdk={min_sdk} max_sdk={max_sdk}): we accept with signers "
+                f"{sorted(ours.signers)}, apksigner says verified={theirs.verified} {theirs.errors[:3]}"
+            )
+    assert not disagreements, "\n".join(disagreements)
+
+
+def test_cli_json_matches_apksigner(workshop: Workshop, tmp_path: Path) -> None:
+    """The console script prints, for each file, the verdict and signers apksigner gives, and exits 1 on any failure."""
+    script = Path(sys.executable).with_name("sealgate")  # the venv's console script, whether or not PATH has it
+    sealgate = [str(script)] if script.exists() else [sys.executable, "-m", "sealgate.cli.main"]
+    good = workshop.build(Case("v1v2v3", ("rsa-2048",)))
+    several = workshop.build(Case("v1v2", ("rsa-2048", "ec-p256")))
+    tampered = tmp_path / "tampered.apk"
+    tampered.write_bytes(flip(good.read_bytes(), _central_directory_byte(good.read_bytes())))
+    files = [good, several, tampered]
+    run = subprocess.run([*sealgate, "apk", "verify", "--json", *map(str, files)], capture_output=True, text=True)
+    lines = [json.loads(line) for line in run.stdout.splitlines() if line.strip()]
+    assert run.returncode == 1, run.stderr
+    assert [line["file"] for line in lines] == [str(path) for path in files]
+    for line, path in zip(lines, files, strict=True):
+        theirs = apksigner_verify(path)
+        assert line["verified"] == theirs.verified, f"{path}: {line} vs {theirs.output}"
+        assert {signer["sha256"] for signer in line["signers"]} == set(theirs.signers), f"{path}: {line}"
+        assert bool(line["errors"]) != theirs.verified, f"{path}: a rejection must carry errors: {line}"
+
+
+@pytest.mark.parametrize("key", ["rsa-2048", "ec-p256"])
+def test_v4_signature_written_by_apksigner_verifies(workshop: Workshop, tmp_path: Path, key: str) -> None:
+    """apksigner 31 writes v4 .idsig files but its verify never reads them: check ours accepts them, and only them."""
+    apk = apksigner_sign(
+        unsigned_apk(workshop.vectors, tmp_path), tmp_path / "v4.apk", [workshop.keys[key]], v2=True, v3=True, v4=True
+    )
+    idsig = apk.with_name(apk.name + ".idsig")
+    result = verify_apk(apk, idsig=idsig)
+    assert result.verified, result.to_json()
+    assert 4 in result.schemes and 3 in result.schemes
+    assert {cert.sha256 for cert in result.signers} == {workshop.keys[key].cert_sha256}
+    damaged = tmp_path / "damaged.idsig"
+    data = idsig.read_bytes()
+    # version, then length-prefixed hashing info, then length-prefixed signing info, which ends with the signature.
+    hashing_size = int.from_bytes(data[4:8], "little")
+    signing_size = int.from_bytes(data[8 + hashing_size : 12 + hashing_size], "little")
+    damaged.write_bytes(flip(data, 12 + hashing_size + signing_size - 1))
+    try:
+        rejected = not verify_apk(apk, idsig=damaged).verified
+    except SealgateError:
+        rejected = True
+    assert rejected, "an .idsig with a damaged signature was accepted"

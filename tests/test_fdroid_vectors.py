@@ -7,8 +7,8 @@ the signer we name must be the one Android verifies, and a Janus file must be re
 from __future__ import annotations
 
 import pytest
-from conftest import SHARED_VECTORS, read_tsv, vectors_path
 
+from conftest import SHARED_VECTORS, read_tsv, vectors_path
 from sealgate.apk.verifier import verify_apk
 from sealgate.errors import SealgateError
 

@@ -36,7 +36,8 @@ SCALE = int(os.environ.get("SEALGATE_FUZZ_SCALE", "1"))
 #: Seconds one verify_apk call may take on a mutated ~20 KB APK before it counts as a hang.
 CASE_TIME_LIMIT = 10
 #: Extra address space one case may take; a parser that trusts a size field and allocates from it exceeds it.
-MEMORY_HEADROOM = 2 << 30
+#: Hashing threads reserve address space (stack and malloc arena) without using it, hence the share per core.
+MEMORY_HEADROOM = (2 << 30) + (160 << 20) * (os.cpu_count() or 1)
 
 #: Valid APKs covering every scheme, rotation, several signers, DSA/EC/RSA, and v4 with its .idsig.
 BASES = (
@@ -179,7 +180,10 @@ def _header_fields(layout: ApkLayout) -> list[tuple[int, int, str]]:
             fields.append((local + delta, width, f"local {entry.name} {what}"))
         fields += [(local + 26, 2, f"local {entry.name} name length"), (local + 28, 2, f"local {entry.name} extra")]
     if layout.signing_block_offset is not None:
-        fields += [(layout.signing_block_offset, 8, "block size (head)"), (layout.cd_offset - 24, 8, "block size (tail)")]
+        fields += [
+            (layout.signing_block_offset, 8, "block size (head)"),
+            (layout.cd_offset - 24, 8, "block size (tail)"),
+        ]
         for block_id, value, length in layout.signing_block_pairs:
             fields += [(value - 12, 8, f"pair {block_id:#x} length"), (value - 4, 4, f"pair {block_id:#x} ID")]
             # The nested length prefixes of v2/v3 blocks: signers, signer, signed data, digests, first digest.
@@ -191,10 +195,9 @@ def _edit_field(base: Base, rng: random.Random) -> Mutant:
     offset, width, name = rng.choice(_header_fields(base.layout))
     mask = (1 << (8 * width)) - 1
     original = int.from_bytes(base.data[offset : offset + width], "little")
-    value = rng.choice(
-        (0, 1, mask, mask >> 1, (mask >> 1) + 1, original + 1, original - 1, original * 2, len(base.data), 4096)
-        + (rng.randrange(mask + 1), original ^ (1 << rng.randrange(8 * width)))
-    )
+    random_value, one_bit = rng.randrange(mask + 1), original ^ (1 << rng.randrange(8 * width))
+    extremes = (0, 1, mask, mask >> 1, (mask >> 1) + 1, 4096, len(base.data))
+    value = rng.choice((*extremes, original + 1, original - 1, original * 2, random_value, one_bit))
     value &= mask
     data = base.data[:offset] + value.to_bytes(width, "little") + base.data[offset + width :]
     return Mutant(data, f"set {name} at {offset:#x} from {original:#x} to {value:#x}", base.idsig)
@@ -255,6 +258,9 @@ def _time_limit(seconds: int) -> Iterator[None]:
 @contextmanager
 def _memory_limit(headroom: int) -> Iterator[None]:
     """Cap the address space near current use, so an allocation sized by a corrupt field fails loudly."""
+    if not os.path.exists("/proc/self/statm"):  # not Linux: run without the cap rather than guess the usage
+        yield
+        return
     soft, hard = resource.getrlimit(resource.RLIMIT_AS)
     with open("/proc/self/statm") as statm:
         in_use = int(statm.read().split()[0]) * resource.getpagesize()

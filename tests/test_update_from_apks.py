@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import require_tool
-from signing_tools import apksigner_rotate, apksigner_sign, make_key, unsigned_apk
 
+from conftest import require_tool
 from sealgate.apk.update_rules import decide_update
 from sealgate.apk.verifier import ApkVerification, verify_apk
 from sealgate.errors import UsageError
+from signing_tools import apksigner_rotate, apksigner_sign, make_key, unsigned_apk
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from types import TracebackType
 
-from sealgate.errors import ZipBombError, ZipFormatError
+from sealgate.errors import FormatError, ZipBombError, ZipFormatError
+from sealgate.filerange import FileRanges
 
 EOCD_SIGNATURE = 0x06054B50
 EOCD_SIZE = 22
@@ -50,7 +51,7 @@ FLAG_DATA_DESCRIPTOR = 0x0008
 
 #: Default bound on the inflated size of one entry read into memory.
 DEFAULT_MAX_ENTRY_SIZE = 256 * 1024 * 1024
-_READ_CHUNK = 1024 * 1024
+_READ_CHUNK = 4 * 1024 * 1024
 
 _EOCD = struct.Struct("<IHHHHIIH")
 _ZIP64_LOCATOR = struct.Struct("<IIQI")
@@ -111,6 +112,7 @@ class ZipArchive:
 
     def __init__(self, fd: int, sections: ZipSections, entries: list[ZipEntry], violations: list[ZipViolation]):
         self._fd = fd
+        self._ranges: FileRanges | None = None
         self.sections = sections
         self.entries: tuple[ZipEntry, ...] = tuple(entries)
         self.violations: tuple[ZipViolation, ...] = tuple(violations)
@@ -149,6 +151,9 @@ class ZipArchive:
         return cls(fd, sections, entries, violations)
 
     def close(self) -> None:
+        if self._ranges is not None:
+            self._ranges.close()
+            self._ranges = None
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
@@ -174,8 +179,15 @@ class ZipArchive:
         """Exactly `length` bytes at `offset`, or ZipFormatError if the file is shorter."""
         return _pread_exact(self._fd, offset, length)
 
-    def iter_data(self, entry: ZipEntry, *, max_size: int | None = None) -> Iterator[bytes]:
+    def iter_data(
+        self, entry: ZipEntry, *, max_size: int | None = None, check_crc: bool = True
+    ) -> Iterator[bytes | memoryview]:
         """Yield the uncompressed bytes of `entry` in chunks, checking size and CRC-32 at the end.
+
+        Stored entries come as views straight into the mapped file (no copy), each valid only until the iterator
+        advances: hash or copy a chunk before asking for the next one. `check_crc=False` is for callers that
+        authenticate the bytes themselves (the JAR signature's digests), as Android's StrictJarFile does not check
+        CRC-32 either; sizes are still enforced.
 
         Memory stays bounded whatever the entry declares; inflating past `max_size` (or past the declared size)
         raises ZipBombError, and a corrupt stream raises ZipFormatError.
@@ -191,7 +203,8 @@ class ZipArchive:
         produced = 0
         if entry.method == METHOD_STORED:
             for chunk in self._iter_raw(entry):
-                crc = zlib.crc32(chunk, crc)
+                if check_crc:
+                    crc = zlib.crc32(chunk, crc)
                 produced += len(chunk)
                 yield chunk
         elif entry.method == METHOD_DEFLATED:
@@ -204,7 +217,8 @@ class ZipArchive:
                             produced += len(data)
                             if produced > limit:
                                 raise _inflated_too_far(entry, limit)
-                            crc = zlib.crc32(data, crc)
+                            if check_crc:
+                                crc = zlib.crc32(data, crc)
                             yield data
                         if not inflater.unconsumed_tail:
                             break
@@ -218,7 +232,8 @@ class ZipArchive:
                 produced += len(tail)
                 if produced > limit:
                     raise _inflated_too_far(entry, limit)
-                crc = zlib.crc32(tail, crc)
+                if check_crc:
+                    crc = zlib.crc32(tail, crc)
                 yield tail
             if not inflater.eof:
                 raise ZipFormatError(f"entry {entry.name!r} has a truncated deflate stream")
@@ -228,20 +243,26 @@ class ZipArchive:
             raise ZipFormatError(
                 f"entry {entry.name!r} inflates to {produced} bytes but declares {entry.uncompressed_size}"
             )
-        if crc != entry.crc32:
+        if check_crc and crc != entry.crc32:
             raise ZipFormatError(f"entry {entry.name!r} fails its CRC-32 check")
 
     def read(self, entry: ZipEntry, *, max_size: int = DEFAULT_MAX_ENTRY_SIZE) -> bytes:
         """The whole uncompressed entry, bounded by `max_size`."""
-        return b"".join(self.iter_data(entry, max_size=max_size))
+        return b"".join(bytes(chunk) for chunk in self.iter_data(entry, max_size=max_size))
 
-    def _iter_raw(self, entry: ZipEntry) -> Iterator[bytes]:
+    def _iter_raw(self, entry: ZipEntry) -> Iterator[memoryview]:
+        if self._ranges is None:
+            self._ranges = FileRanges(self._fd, self.sections.file_size)
         offset = entry.data_offset
         end = entry.data_offset + entry.compressed_size
         while offset < end:
-            chunk = _pread_exact(self._fd, offset, min(_READ_CHUNK, end - offset))
-            offset += len(chunk)
-            yield chunk
+            length = min(_READ_CHUNK, end - offset)
+            try:
+                with self._ranges.view(offset, length) as chunk:
+                    yield chunk
+            except FormatError as exc:
+                raise ZipFormatError(f"data of entry {entry.name!r} lies outside the file: {exc}") from exc
+            offset += length
 
 
 # -- parsing -----------------------------------------------------------------------------------------------------
@@ -436,8 +457,8 @@ def _read_local_header(
         mismatch = f"local header name {l_name!r} differs from central directory name {raw_name!r}"
     elif l_method != method:
         mismatch = f"local header of {name!r} declares method {l_method}, central directory {method}"
-    elif (l_flags ^ flags) & FLAG_ENCRYPTED:
-        mismatch = f"local header of {name!r} disagrees with the central directory on encryption"
+    elif (l_flags ^ flags) & (FLAG_ENCRYPTED | FLAG_DATA_DESCRIPTOR):
+        mismatch = f"local header of {name!r} disagrees with the central directory on encryption or data descriptor"
     elif not flags & FLAG_DATA_DESCRIPTOR:
         zip64_local = l_csize == 0xFFFFFFFF and l_usize == 0xFFFFFFFF
         if l_crc != crc or (not zip64_local and (l_csize != csize or l_usize != usize)):
