@@ -26,9 +26,17 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from types import TracebackType
+from typing import cast
+
+# ISA-L inflates raw deflate streams about twice as fast as zlib, and inflating is most of the cost of checking v1
+# signatures on deflated entries; the streams and errors are the same.
+from isal import isal_zlib as _inflate
 
 from sealgate.errors import FormatError, ZipBombError, ZipFormatError
 from sealgate.filerange import FileRanges
+
+#: isal's stub declares `error` as an instance; it is the exception class raised on a corrupt stream.
+_INFLATE_ERROR = cast("type[Exception]", _inflate.error)
 
 EOCD_SIGNATURE = 0x06054B50
 EOCD_SIZE = 22
@@ -208,7 +216,7 @@ class ZipArchive:
                 produced += len(chunk)
                 yield chunk
         elif entry.method == METHOD_DEFLATED:
-            inflater = zlib.decompressobj(-15)
+            inflater = _inflate.decompressobj(-15)
             try:
                 for raw in self._iter_raw(entry):
                     data = inflater.decompress(raw, _READ_CHUNK)
@@ -226,7 +234,7 @@ class ZipArchive:
                     if inflater.eof:
                         break
                 tail = inflater.flush()
-            except zlib.error as exc:
+            except _INFLATE_ERROR as exc:
                 raise ZipFormatError(f"entry {entry.name!r} has a corrupt deflate stream: {exc}") from exc
             if tail:
                 produced += len(tail)

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import TYPE_CHECKING
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, padding, rsa
-from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 ANDROID_N = 24
 ANDROID_P = 28
@@ -47,6 +46,11 @@ class SignatureAlgorithm:
 
     def verify(self, public_key: PublicKeyTypes, signature: bytes, data: bytes) -> bool:
         """True when `signature` over `data` verifies; False for a wrong signature or a key of the wrong type."""
+        # Imported here: the table above is needed before cryptography is (see sealgate.apk.signer_blocks).
+        from cryptography.exceptions import InvalidSignature
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import dsa, ec, padding, rsa
+
         hash_algorithm: hashes.HashAlgorithm = hashes.SHA512() if self.hash_name == "sha512" else hashes.SHA256()
         try:
             if self.key_type == "RSA":
@@ -116,6 +120,8 @@ def is_better(candidate: SignatureAlgorithm, current: SignatureAlgorithm) -> boo
 
 def key_type_of(public_key: PublicKeyTypes) -> str:
     """ "RSA", "EC", "DSA" or the class name: what `SignatureAlgorithm.key_type` is compared against."""
+    from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
+
     if isinstance(public_key, rsa.RSAPublicKey):
         return "RSA"
     if isinstance(public_key, ec.EllipticCurvePublicKey):

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any
+from typing import TYPE_CHECKING
 
-from sealgate.apk.certificate import Certificate
+if TYPE_CHECKING:
+    from sealgate.apk.certificate import Certificate
+    from sealgate.apk.lineage import Lineage
 
 
 class Scheme(IntEnum):
@@ -52,7 +54,7 @@ class SignerResult:
     min_sdk: int | None = None
     max_sdk: int | None = None
     #: The proof-of-rotation lineage this signer carries (v3, v3.1), else None.
-    lineage: Any = None
+    lineage: Lineage | None = None
     #: Signature algorithm IDs (v2/v3) or names (v1) actually verified.
     verified_algorithms: list[str] = field(default_factory=list)
     #: Content digests this signer signed and that matched the APK, by signature algorithm id (v2/v3/v3.1).

@@ -23,62 +23,14 @@ from sealgate.apk.algorithms import ContentDigest, SignatureAlgorithm
 from sealgate.apk.certificate import Certificate, CertificateError, load_public_key
 from sealgate.apk.lineage import Lineage, parse_lineage_attribute
 from sealgate.apk.report import Scheme, SchemeResult, SignerResult
+from sealgate.apk.signer_blocks import MIN_SDK_WITH_V31_SUPPORT, Malformed, Reader, signatures_to_verify
 from sealgate.errors import LineageFormatError
 
 STRIPPING_PROTECTION_ATTR_ID = 0xBEEFF00D
 PROOF_OF_ROTATION_ATTR_ID = 0x3BA06F8C
 ROTATION_MIN_SDK_VERSION_ATTR_ID = 0x559F8B02
 ROTATION_ON_DEV_RELEASE_ATTR_ID = 0xC2A6B3BA
-MIN_SDK_WITH_V31_SUPPORT = 33
 MAX_V2_SIGNERS = 10
-
-
-class _Malformed(Exception):
-    """Internal: a length prefix or integer runs past its buffer."""
-
-
-class _Reader:
-    """Little-endian reader over a bytes slice with apksig's length-prefix rules."""
-
-    __slots__ = ("data", "end", "pos")
-
-    def __init__(self, data: bytes, start: int = 0, end: int | None = None):
-        self.data = data
-        self.pos = start
-        self.end = len(data) if end is None else end
-
-    @property
-    def remaining(self) -> int:
-        return self.end - self.pos
-
-    def u32(self) -> int:
-        if self.remaining < 4:
-            raise _Malformed("integer runs past the end of its block")
-        (value,) = struct.unpack_from("<I", self.data, self.pos)
-        self.pos += 4
-        return int(value)
-
-    def i32(self) -> int:
-        value = self.u32()
-        return value - (1 << 32) if value >= 1 << 31 else value
-
-    def slice(self) -> _Reader:
-        length = self.u32()
-        if length >= 1 << 31:
-            raise _Malformed("negative length")
-        if length > self.remaining:
-            raise _Malformed(f"length {length} runs past the {self.remaining} remaining bytes")
-        start = self.pos
-        self.pos += length
-        return _Reader(self.data, start, start + length)
-
-    def bytes_lp(self) -> bytes:
-        return self.slice().rest()
-
-    def rest(self) -> bytes:
-        value = self.data[self.pos : self.end]
-        self.pos = self.end
-        return value
 
 
 @dataclass(slots=True)
@@ -146,7 +98,7 @@ class BlockVerification:
                 break
             last_max = current_max
             lineage = signer.result.lineage
-            if isinstance(lineage, Lineage):
+            if lineage is not None:
                 if len(lineage.nodes) < last_lineage:
                     result.error("V3_INCONSISTENT_LINEAGES", "a v3 signer for newer platforms has a shorter lineage")
                     break
@@ -187,8 +139,8 @@ def parse_scheme_block(
     verification = BlockVerification(result, [], set(), min_sdk, max_sdk, rotation_min_sdk)
     prefix = "V2" if scheme is Scheme.V2 else "V3"
     try:
-        signers = _Reader(block).slice()
-    except _Malformed:
+        signers = Reader(block).slice()
+    except Malformed:
         result.error(f"{prefix}_SIG_MALFORMED_SIGNERS", f"the {scheme.label} block's signer list is malformed")
         return verification
     if not signers.remaining:
@@ -208,7 +160,7 @@ def parse_scheme_block(
             return verification
         try:
             _parse_signer(scheme, signers.slice(), signer, verification, found_scheme_ids, supported_scheme_ids)
-        except _Malformed as exc:
+        except Malformed as exc:
             signer.result.error(f"{prefix}_SIG_MALFORMED_SIGNER", f"signer #{count} is malformed: {exc}")
             return verification
     return verification
@@ -216,7 +168,7 @@ def parse_scheme_block(
 
 def _parse_signer(
     scheme: Scheme,
-    reader: _Reader,
+    reader: Reader,
     signer: _ParsedSigner,
     verification: BlockVerification,
     found_scheme_ids: frozenset[int],
@@ -244,7 +196,7 @@ def _parse_signer(
             entry = signatures.slice()
             algorithm_id = entry.u32()
             signature = entry.bytes_lp()
-        except _Malformed:
+        except Malformed:
             out.error(f"{prefix}_SIG_MALFORMED_SIGNATURE", f"signature record #{len(listed) + 1} is malformed")
             return
         listed.append((algorithm_id, signature))
@@ -324,7 +276,7 @@ def _parse_signer(
             entry = digests.slice()
             algorithm_id = entry.u32()
             signer.digests.append((algorithm_id, entry.bytes_lp()))
-        except _Malformed:
+        except Malformed:
             out.error(f"{prefix}_SIG_MALFORMED_DIGEST", f"digest record #{len(signer.digests) + 1} is malformed")
             return
     if [a for a, _ in listed] != [a for a, _ in signer.digests]:
@@ -338,7 +290,7 @@ def _parse_signer(
 
 def _check_attributes(
     scheme: Scheme,
-    attributes: _Reader,
+    attributes: Reader,
     signer: _ParsedSigner,
     verification: BlockVerification,
     found_scheme_ids: frozenset[int],
@@ -353,7 +305,7 @@ def _check_attributes(
         try:
             attribute = attributes.slice()
             attribute_id = attribute.u32()
-        except _Malformed:
+        except Malformed:
             out.error(f"{prefix}_SIG_MALFORMED_ADDITIONAL_ATTRIBUTE", f"additional attribute #{count} is malformed")
             return
         value = attribute.rest()
@@ -420,30 +372,6 @@ def _read_lineage(value: bytes, out: SignerResult) -> None:
             "V3_SIG_POR_CERT_MISMATCH",
             "the proof-of-rotation lineage does not end with this signer's certificate",
         )
-
-
-def signatures_to_verify(
-    supported: list[tuple[SignatureAlgorithm, bytes]], min_sdk: int, max_sdk: int
-) -> tuple[list[tuple[SignatureAlgorithm, bytes]] | None, str]:
-    """apksig's choice: the best signature for each platform level that introduced one of the algorithms.
-
-    Every platform in the window must understand at least one signature, so the oldest algorithm offered must be
-    known at `min_sdk`; then, per "first supported at" level, the strongest content digest wins.
-    """
-    best: dict[int, tuple[SignatureAlgorithm, bytes]] = {}
-    oldest = None
-    for algorithm, signature in supported:
-        if algorithm.min_sdk > max_sdk:
-            continue
-        oldest = algorithm.min_sdk if oldest is None else min(oldest, algorithm.min_sdk)
-        current = best.get(algorithm.min_sdk)
-        if current is None or algorithms.is_better(algorithm, current[0]):
-            best[algorithm.min_sdk] = (algorithm, signature)
-    if oldest is not None and min_sdk < oldest:
-        return None, f"no signature is understood by SDK {min_sdk} (the oldest algorithm offered needs SDK {oldest})"
-    if not best:
-        return None, "no supported signature"
-    return sorted(best.values(), key=lambda item: item[0].id), ""
 
 
 def _same_public_key(certificate: Certificate, public_key_bytes: bytes) -> bool:

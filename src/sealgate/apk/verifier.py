@@ -15,22 +15,26 @@ are hashed once for all signing-block schemes, on every core.
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sealgate.apk.algorithms import ContentDigest
-from sealgate.apk.certificate import Certificate
 from sealgate.apk.content_digest import DigestedSections, compute_chunked_digests
-from sealgate.apk.lineage import Lineage
 from sealgate.apk.manifest import AndroidManifest, read_manifest
 from sealgate.apk.report import Issue, Scheme, SchemeResult
+from sealgate.apk.signer_blocks import MIN_SDK_WITH_V31_SUPPORT, planned_content_digests
 from sealgate.apk.signing_block import V2_BLOCK_ID, V3_BLOCK_ID, V31_BLOCK_ID, SigningBlock, locate_signing_block
-from sealgate.apk.update_rules import SigningIdentity
-from sealgate.apk.v2v3 import MIN_SDK_WITH_V31_SUPPORT, BlockVerification, parse_scheme_block
 from sealgate.errors import ApkFormatError, UsageError, ZipFormatError
 from sealgate.ziparchive import EOCD_SIZE, ZipArchive
+
+# The cryptography-backed modules load only once hashing is under way (see _verify_archive).
+if TYPE_CHECKING:
+    from sealgate.apk.certificate import Certificate
+    from sealgate.apk.lineage import Lineage
+    from sealgate.apk.update_rules import SigningIdentity
+    from sealgate.apk.v2v3 import BlockVerification
 
 ANDROID_N = 24
 ANDROID_O = 26
@@ -84,6 +88,8 @@ class ApkVerification:
 
     def identity_at(self, sdk: int) -> SigningIdentity:
         """The signing identity Android compares on a device at API level `sdk` (for `decide_update`)."""
+        from sealgate.apk.update_rules import SigningIdentity
+
         if not self.verified:
             raise UsageError(f"{self.path} did not verify, so it has no signing identity")
         for entry in self.sdk_signers:
@@ -155,23 +161,23 @@ def _verify_archive(
     report.errors.extend(Issue(v.code, v.message) for v in archive.violations)
 
     block, _ = locate_signing_block(archive)
-    found: set[int] = set()
-    phases: list[BlockVerification] = []
-    if max_sdk >= ANDROID_N and block is not None:
-        phases = _parse_signing_block_schemes(block, min_sdk, max_sdk, found, report)
-    # v1 and the signing-block schemes hash the same bytes in different ways; doing both at once keeps every
-    # core busy through the whole verification instead of two passes that each end with idle cores.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="apk-v1") as background:
+    plan = _plan_schemes(block, min_sdk, max_sdk) if max_sdk >= ANDROID_N and block is not None else _SchemePlan()
+    found = plan.found
+    # Hashing is nearly all the work, and the plan says which digests the signatures will need before any
+    # cryptography is loaded: the background threads hash (v2/v3 chunks, v1 entries) on every core while this
+    # thread loads the crypto libraries and checks the signatures.
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="apk-verify") as background:
+        digests = None
+        if plan.digests:
+            assert block is not None
+            digests = background.submit(_content_digests, archive, block, frozenset(plan.digests))
         v1_result = None
         if min_sdk < ANDROID_N or not found:
-            from sealgate.apk.v1 import verify_v1  # only platforms before Android 7.0 need the JAR machinery
-
-            v1_result = background.submit(
-                verify_v1, archive, min_sdk, max_sdk, found_apk_sig_scheme_ids=frozenset(found)
-            )
+            v1_result = background.submit(_verify_v1, archive, min_sdk, max_sdk, frozenset(found))
+        phases = _verify_signatures(plan, min_sdk, max_sdk, report)
         if phases:
             assert block is not None
-            _check_contents(archive, block, phases)
+            _check_contents(archive, block, phases, digests)
             for phase in phases:
                 report.scheme_results[phase.result.scheme] = phase.result
                 if phase.lineage is not None:
@@ -199,73 +205,118 @@ def _verify_archive(
     return report
 
 
-def _parse_signing_block_schemes(
-    block: SigningBlock, min_sdk: int, max_sdk: int, found: set[int], report: ApkVerification
+@dataclass(slots=True)
+class _SchemePlan:
+    """Which signing-block schemes Android would check in the window, found without any cryptography."""
+
+    #: (scheme, block value) in apksig's order: v3.1, v3, v2.
+    blocks: list[tuple[Scheme, bytes]] = field(default_factory=list)
+    found: set[int] = field(default_factory=set)
+    digests: set[ContentDigest] = field(default_factory=set)
+    v31_without_v3: bool = False
+
+
+def _plan_schemes(block: SigningBlock, min_sdk: int, max_sdk: int) -> _SchemePlan:
+    """apksig's order: v3.1 on 33+, v3 on 28+, and v2 only where v3 does not cover the whole window."""
+    plan = _SchemePlan()
+    windows = {
+        Scheme.V31: (max(min_sdk, MIN_SDK_WITH_V31_SUPPORT), max_sdk),
+        Scheme.V3: (max(min_sdk, ANDROID_P), max_sdk),
+        Scheme.V2: (max(min_sdk, ANDROID_N), max_sdk),
+    }
+    if max_sdk >= MIN_SDK_WITH_V31_SUPPORT and (v31 := block.find(V31_BLOCK_ID)) is not None:
+        plan.blocks.append((Scheme.V31, v31))
+    if max_sdk >= ANDROID_P:
+        if (v3 := block.find(V3_BLOCK_ID)) is not None:
+            plan.blocks.append((Scheme.V3, v3))
+        elif plan.blocks:
+            plan.v31_without_v3 = True
+    plan.found = {int(scheme) for scheme, _ in plan.blocks}
+    if (min_sdk < ANDROID_P or not plan.found) and (v2 := block.find(V2_BLOCK_ID)) is not None:
+        plan.blocks.append((Scheme.V2, v2))
+    for scheme, value in plan.blocks:
+        plan.digests |= planned_content_digests(scheme, value, *windows[scheme])
+    plan.found = {int(scheme) for scheme, _ in plan.blocks}
+    return plan
+
+
+def _verify_signatures(
+    plan: _SchemePlan, min_sdk: int, max_sdk: int, report: ApkVerification
 ) -> list[BlockVerification]:
+    """First phase of every planned scheme: signatures, certificates, attributes (everything but the digests)."""
+    from sealgate.apk.v2v3 import parse_scheme_block  # loads the cryptography libraries
+
+    if plan.v31_without_v3:
+        report.errors.append(
+            Issue(
+                "V31_BLOCK_FOUND_WITHOUT_V3_BLOCK",
+                "the APK has a v3.1 signature but no v3 signature, which Android requires alongside it",
+            )
+        )
     phases: list[BlockVerification] = []
     rotation_min_sdk: int | None = None
-    if max_sdk >= MIN_SDK_WITH_V31_SUPPORT:
-        v31 = block.find(V31_BLOCK_ID)
-        if v31 is not None:
-            found.add(int(Scheme.V31))
-            phase = parse_scheme_block(Scheme.V31, v31, max(min_sdk, MIN_SDK_WITH_V31_SUPPORT), max_sdk)
+    found_before_v2 = frozenset(plan.found - {int(Scheme.V2)})
+    for scheme, value in plan.blocks:
+        if scheme is Scheme.V31:
+            phase = parse_scheme_block(Scheme.V31, value, max(min_sdk, MIN_SDK_WITH_V31_SUPPORT), max_sdk)
             sdk_levels = [s.min_sdk for s in phase.result.signers if s.min_sdk is not None]
             rotation_min_sdk = min(sdk_levels) if sdk_levels else None
-            phases.append(phase)
-    if max_sdk >= ANDROID_P:
-        v3 = block.find(V3_BLOCK_ID)
-        if v3 is not None:
-            found.add(int(Scheme.V3))
-            phases.append(
-                parse_scheme_block(Scheme.V3, v3, max(min_sdk, ANDROID_P), max_sdk, rotation_min_sdk=rotation_min_sdk)
+        elif scheme is Scheme.V3:
+            phase = parse_scheme_block(
+                Scheme.V3, value, max(min_sdk, ANDROID_P), max_sdk, rotation_min_sdk=rotation_min_sdk
             )
-        elif int(Scheme.V31) in found:
-            report.errors.append(
-                Issue(
-                    "V31_BLOCK_FOUND_WITHOUT_V3_BLOCK",
-                    "the APK has a v3.1 signature but no v3 signature, which Android requires alongside it",
-                )
+        else:
+            phase = parse_scheme_block(
+                Scheme.V2,
+                value,
+                max(min_sdk, ANDROID_N),
+                max_sdk,
+                found_scheme_ids=found_before_v2,
+                supported_scheme_ids=frozenset({2, 3}) if max_sdk >= ANDROID_P else frozenset({2}),
             )
-    if min_sdk < ANDROID_P or not found:
-        v2 = block.find(V2_BLOCK_ID)
-        if v2 is not None:
-            supported = frozenset({2, 3}) if max_sdk >= ANDROID_P else frozenset({2})
-            phases.append(
-                parse_scheme_block(
-                    Scheme.V2,
-                    v2,
-                    max(min_sdk, ANDROID_N),
-                    max_sdk,
-                    found_scheme_ids=frozenset(found),
-                    supported_scheme_ids=supported,
-                )
-            )
-            found.add(int(Scheme.V2))
+        phases.append(phase)
     return phases
 
 
-def _check_contents(archive: ZipArchive, block: SigningBlock, phases: list[BlockVerification]) -> None:
-    """Hash the APK once for every digest the schemes need, then let each scheme compare."""
+def _verify_v1(archive: ZipArchive, min_sdk: int, max_sdk: int, found: frozenset[int]) -> SchemeResult:
+    from sealgate.apk.v1 import verify_v1  # only platforms before Android 7.0 need the JAR machinery
+
+    return verify_v1(archive, min_sdk, max_sdk, found_apk_sig_scheme_ids=found)
+
+
+def _digested_sections(archive: ZipArchive, block: SigningBlock) -> DigestedSections:
+    """What v2/v3 digest: the bytes before the signing block, the central directory, and the rewritten EOCD."""
+    sections = archive.sections
+    eocd = bytearray(archive.pread(sections.eocd_offset, EOCD_SIZE + len(sections.comment)))
+    eocd[16:20] = block.offset.to_bytes(4, "little")
+    return DigestedSections(archive.fileno, (0, block.offset), (sections.cd_offset, sections.cd_size), bytes(eocd))
+
+
+def _content_digests(
+    archive: ZipArchive, block: SigningBlock, algorithms: frozenset[ContentDigest]
+) -> dict[ContentDigest, bytes]:
+    return compute_chunked_digests(_digested_sections(archive, block), sorted(algorithms))
+
+
+def _check_contents(
+    archive: ZipArchive,
+    block: SigningBlock,
+    phases: list[BlockVerification],
+    planned: Future[dict[ContentDigest, bytes]] | None,
+) -> None:
+    """Compare every digest the verified signatures need; the planned ones are already being computed."""
     needed: set[ContentDigest] = set()
     for phase in phases:
         if not phase.result.all_errors():
             needed |= phase.digests_needed
-    actual: dict[ContentDigest, bytes] = {}
-    if needed:
-        sections = archive.sections
-        eocd = bytearray(archive.pread(sections.eocd_offset, EOCD_SIZE + len(sections.comment)))
-        eocd[16:20] = block.offset.to_bytes(4, "little")
-        digested = DigestedSections(
-            archive.fileno,
-            (0, block.offset),
-            (sections.cd_offset, sections.cd_size),
-            bytes(eocd),
-        )
-        actual = compute_chunked_digests(digested, sorted(needed))
-        if ContentDigest.VERITY_CHUNKED_SHA256 in needed:
-            _add_verity_digest(archive, block, digested, actual, phases)
+    actual: dict[ContentDigest, bytes] = dict(planned.result()) if planned is not None else {}
+    missing = {algorithm for algorithm in needed if algorithm not in actual}
+    if missing:
+        actual.update(compute_chunked_digests(_digested_sections(archive, block), sorted(missing)))
+        if ContentDigest.VERITY_CHUNKED_SHA256 in missing:
+            _add_verity_digest(archive, block, _digested_sections(archive, block), actual, phases)
     for phase in phases:
-        phase.finish(actual)
+        phase.finish({algorithm: actual[algorithm] for algorithm in needed if algorithm in actual})
 
 
 def _add_verity_digest(
@@ -356,7 +407,7 @@ def _check_cross_scheme(report: ApkVerification) -> None:
             )
         old_certificate = older.signers[0].certificate
         lineage = v3.signers[-1].lineage if v3.signers else None
-        if not isinstance(lineage, Lineage):
+        if not lineage is not None:
             if len(v3.signers) != 1:
                 report.errors.append(
                     Issue("V3_SIG_MULTIPLE_SIGNERS", "several v3 signers without a lineage linking them")
@@ -410,7 +461,7 @@ def _name_signers(report: ApkVerification) -> None:
     if newest is not None:
         report.signers = [c for c in [newest.signers[-1].certificate] if c is not None]
         lineage = newest.signers[-1].lineage
-        report.lineage = lineage if isinstance(lineage, Lineage) else None
+        report.lineage = lineage if lineage is not None else None
     elif v2 is not None:
         report.signers = [s.certificate for s in v2.signers if s.certificate is not None]
     elif v1 is not None:
@@ -464,7 +515,7 @@ def _signers_at(
                 low = signer.min_sdk if signer.min_sdk is not None else 0
                 high = signer.max_sdk if signer.max_sdk is not None else NEWEST_SDK
                 if low <= level <= high and signer.certificate is not None:
-                    lineage = signer.lineage if isinstance(signer.lineage, Lineage) else None
+                    lineage = signer.lineage
                     return scheme, (signer.certificate,), lineage
     if v2 is not None and level >= ANDROID_N:
         return Scheme.V2, tuple(s.certificate for s in v2.signers if s.certificate is not None), None

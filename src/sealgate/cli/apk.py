@@ -9,7 +9,6 @@ from typing import Any
 
 import click
 
-from sealgate.apk.lineage import read_lineage_file
 from sealgate.apk.manifest import AndroidManifest, read_manifest
 from sealgate.apk.verifier import verify_apk
 from sealgate.errors import SealgateError, UsageError
@@ -177,6 +176,8 @@ def _human_info(manifest: AndroidManifest) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print the nodes as one JSON array.")
 def lineage_command(file: Path, as_json: bool) -> int:
     """Verify a standalone proof-of-rotation lineage file and list its certificates, oldest first."""
+    from sealgate.apk.lineage import read_lineage_file
+
     try:
         lineage = read_lineage_file(file.read_bytes())
     except OSError as exc:
