@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from enum import IntFlag
 
 from sealgate.apk import algorithms
+from sealgate.apk.binary_reader import BinaryReader
 from sealgate.apk.certificate import Certificate, CertificateError
 from sealgate.errors import LineageFormatError
 
@@ -119,7 +120,7 @@ class Lineage:
 
 def parse_lineage_attribute(data: bytes) -> Lineage:
     """Parse and verify the proof-of-rotation attribute of a v3/v3.1 signer."""
-    reader = _Reader(data, "proof-of-rotation record")
+    reader = BinaryReader(data, "proof-of-rotation record", LineageFormatError)
     version = reader.u32("version")
     if version != LINEAGE_VERSION:
         raise LineageFormatError(f"proof-of-rotation record has version {version}; only version 1 exists")
@@ -133,7 +134,7 @@ def parse_lineage_attribute(data: bytes) -> Lineage:
 
 def read_lineage_file(data: bytes) -> Lineage:
     """Parse and verify apksigner's standalone lineage file (what `apksigner rotate` writes)."""
-    reader = _Reader(data, "lineage file")
+    reader = BinaryReader(data, "lineage file", LineageFormatError)
     if len(data) < 8:
         raise LineageFormatError(f"lineage file too short for its header: {len(data)} bytes")
     magic = reader.u32("magic")
@@ -151,43 +152,15 @@ def read_lineage_file(data: bytes) -> Lineage:
 # -- parsing ------------------------------------------------------------------------------------------------------
 
 
-class _Reader:
-    """Little-endian cursor that turns every overrun into a LineageFormatError naming what was being read."""
-
-    def __init__(self, data: bytes, what: str) -> None:
-        self._data = memoryview(bytes(data))
-        self._pos = 0
-        self._what = what
-
-    @property
-    def remaining(self) -> int:
-        return len(self._data) - self._pos
-
-    def u32(self, field: str) -> int:
-        if self.remaining < 4:
-            raise LineageFormatError(f"{self._what} ends inside its {field} field")
-        (value,) = _U32.unpack_from(self._data, self._pos)
-        self._pos += 4
-        return int(value)
-
-    def length_prefixed(self, field: str) -> bytes:
-        length = self.u32(f"{field} length")
-        if length > self.remaining:
-            raise LineageFormatError(f"{self._what}: {field} claims {length} bytes but only {self.remaining} remain")
-        value = bytes(self._data[self._pos : self._pos + length])
-        self._pos += length
-        return value
-
-
 def _parse_node(node_bytes: bytes, number: int, parent: LineageNode | None) -> LineageNode:
-    reader = _Reader(node_bytes, f"proof-of-rotation node #{number}")
+    reader = BinaryReader(node_bytes, f"proof-of-rotation node #{number}", LineageFormatError)
     signed_data = reader.length_prefixed("signed data")
     flags = reader.u32("flags")
     signature_algorithm = reader.u32("signature algorithm")
     signature = reader.length_prefixed("signature")
     # Trailing bytes inside a node are ignored, as the platform and apksig ignore them.
 
-    signed = _Reader(signed_data, f"signed data of proof-of-rotation node #{number}")
+    signed = BinaryReader(signed_data, f"signed data of proof-of-rotation node #{number}", LineageFormatError)
     certificate_der = signed.length_prefixed("certificate")
     parent_algorithm = signed.u32("signature algorithm")
     try:

@@ -1,69 +1,20 @@
 """The layout of v2/v3/v3.1 signer blocks, readable without any cryptography.
 
 Two things live here because the verifier needs them before it loads the (slow to import) cryptographic
-libraries: apksig's length-prefixed reading rules, and apksig's choice of which signatures to verify for an SDK
+libraries: the walk over the signer records, and apksig's choice of which signatures to verify for an SDK
 window. With them the verifier knows which content digests the signatures will need and starts hashing the APK on
 the other cores while the signatures themselves are being checked.
 """
 
 from __future__ import annotations
 
-import struct
-
 from sealgate.apk import algorithms
 from sealgate.apk.algorithms import ContentDigest, SignatureAlgorithm
+from sealgate.apk.binary_reader import BinaryReader, Truncated
 from sealgate.apk.report import Scheme
 
 ANDROID_N = 24
 MIN_SDK_WITH_V31_SUPPORT = 33
-
-
-class Malformed(Exception):
-    """Internal: a length prefix or integer runs past its buffer."""
-
-
-class Reader:
-    """Little-endian reader over a bytes slice with apksig's length-prefix rules."""
-
-    __slots__ = ("data", "end", "pos")
-
-    def __init__(self, data: bytes, start: int = 0, end: int | None = None):
-        self.data = data
-        self.pos = start
-        self.end = len(data) if end is None else end
-
-    @property
-    def remaining(self) -> int:
-        return self.end - self.pos
-
-    def u32(self) -> int:
-        if self.remaining < 4:
-            raise Malformed("integer runs past the end of its block")
-        (value,) = struct.unpack_from("<I", self.data, self.pos)
-        self.pos += 4
-        return int(value)
-
-    def i32(self) -> int:
-        value = self.u32()
-        return value - (1 << 32) if value >= 1 << 31 else value
-
-    def slice(self) -> Reader:
-        length = self.u32()
-        if length >= 1 << 31:
-            raise Malformed("negative length")
-        if length > self.remaining:
-            raise Malformed(f"length {length} runs past the {self.remaining} remaining bytes")
-        start = self.pos
-        self.pos += length
-        return Reader(self.data, start, start + length)
-
-    def bytes_lp(self) -> bytes:
-        return self.slice().rest()
-
-    def rest(self) -> bytes:
-        value = self.data[self.pos : self.end]
-        self.pos = self.end
-        return value
 
 
 def signatures_to_verify(
@@ -97,7 +48,7 @@ def planned_content_digests(scheme: Scheme, block: bytes, min_sdk: int, max_sdk:
     """
     planned: set[ContentDigest] = set()
     try:
-        signers = Reader(block).slice()
+        signers = BinaryReader(block).slice()
         while signers.remaining:
             signer = signers.slice()
             signer.slice()  # signed data
@@ -113,6 +64,6 @@ def planned_content_digests(scheme: Scheme, block: bytes, min_sdk: int, max_sdk:
                     supported.append((algorithm, b""))
             chosen, _ = signatures_to_verify(supported, *window)
             planned.update(algorithm.content_digest for algorithm, _ in chosen or [])
-    except Malformed:
+    except Truncated:
         pass
     return planned

@@ -20,10 +20,11 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from sealgate.apk import algorithms
 from sealgate.apk.algorithms import ContentDigest, SignatureAlgorithm
+from sealgate.apk.binary_reader import BinaryReader, Truncated
 from sealgate.apk.certificate import Certificate, CertificateError, load_public_key
 from sealgate.apk.lineage import Lineage, parse_lineage_attribute
 from sealgate.apk.report import Scheme, SchemeResult, SignerResult
-from sealgate.apk.signer_blocks import MIN_SDK_WITH_V31_SUPPORT, Malformed, Reader, signatures_to_verify
+from sealgate.apk.signer_blocks import MIN_SDK_WITH_V31_SUPPORT, signatures_to_verify
 from sealgate.errors import LineageFormatError
 
 STRIPPING_PROTECTION_ATTR_ID = 0xBEEFF00D
@@ -139,8 +140,8 @@ def parse_scheme_block(
     verification = BlockVerification(result, [], set(), min_sdk, max_sdk, rotation_min_sdk)
     prefix = "V2" if scheme is Scheme.V2 else "V3"
     try:
-        signers = Reader(block).slice()
-    except Malformed:
+        signers = BinaryReader(block).slice()
+    except Truncated:
         result.error(f"{prefix}_SIG_MALFORMED_SIGNERS", f"the {scheme.label} block's signer list is malformed")
         return verification
     if not signers.remaining:
@@ -160,7 +161,7 @@ def parse_scheme_block(
             return verification
         try:
             _parse_signer(scheme, signers.slice(), signer, verification, found_scheme_ids, supported_scheme_ids)
-        except Malformed as exc:
+        except Truncated as exc:
             signer.result.error(f"{prefix}_SIG_MALFORMED_SIGNER", f"signer #{count} is malformed: {exc}")
             return verification
     return verification
@@ -168,7 +169,7 @@ def parse_scheme_block(
 
 def _parse_signer(
     scheme: Scheme,
-    reader: Reader,
+    reader: BinaryReader,
     signer: _ParsedSigner,
     verification: BlockVerification,
     found_scheme_ids: frozenset[int],
@@ -187,7 +188,7 @@ def _parse_signer(
                 "V3_SIG_INVALID_SDK_VERSIONS", f"signer declares an invalid SDK range {out.min_sdk}-{out.max_sdk}"
             )
     signatures = reader.slice()
-    public_key_bytes = reader.bytes_lp()
+    public_key_bytes = reader.length_prefixed()
 
     listed: list[tuple[int, bytes]] = []
     supported: list[tuple[SignatureAlgorithm, bytes]] = []
@@ -195,8 +196,8 @@ def _parse_signer(
         try:
             entry = signatures.slice()
             algorithm_id = entry.u32()
-            signature = entry.bytes_lp()
-        except Malformed:
+            signature = entry.length_prefixed()
+        except Truncated:
             out.error(f"{prefix}_SIG_MALFORMED_SIGNATURE", f"signature record #{len(listed) + 1} is malformed")
             return
         listed.append((algorithm_id, signature))
@@ -255,7 +256,7 @@ def _parse_signer(
     index = 0
     while certificates.remaining:
         index += 1
-        encoded = certificates.bytes_lp()
+        encoded = certificates.length_prefixed()
         try:
             out.certificates.append(Certificate.from_der(encoded))
         except CertificateError as exc:
@@ -275,8 +276,8 @@ def _parse_signer(
         try:
             entry = digests.slice()
             algorithm_id = entry.u32()
-            signer.digests.append((algorithm_id, entry.bytes_lp()))
-        except Malformed:
+            signer.digests.append((algorithm_id, entry.length_prefixed()))
+        except Truncated:
             out.error(f"{prefix}_SIG_MALFORMED_DIGEST", f"digest record #{len(signer.digests) + 1} is malformed")
             return
     if [a for a, _ in listed] != [a for a, _ in signer.digests]:
@@ -290,7 +291,7 @@ def _parse_signer(
 
 def _check_attributes(
     scheme: Scheme,
-    attributes: Reader,
+    attributes: BinaryReader,
     signer: _ParsedSigner,
     verification: BlockVerification,
     found_scheme_ids: frozenset[int],
@@ -305,7 +306,7 @@ def _check_attributes(
         try:
             attribute = attributes.slice()
             attribute_id = attribute.u32()
-        except Malformed:
+        except Truncated:
             out.error(f"{prefix}_SIG_MALFORMED_ADDITIONAL_ATTRIBUTE", f"additional attribute #{count} is malformed")
             return
         value = attribute.rest()

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 from sealgate.apk import algorithms, verity
 from sealgate.apk.algorithms import ContentDigest
+from sealgate.apk.binary_reader import BinaryReader
 from sealgate.apk.certificate import Certificate, CertificateError, load_public_key
 from sealgate.apk.report import Scheme, SchemeResult, SignerResult
 from sealgate.errors import IdsigFormatError, UsageError
@@ -96,7 +97,7 @@ class V4ReferenceSigner:
 
 def parse_idsig(data: bytes) -> IdsigFile:
     """Parse a .idsig file; IdsigFormatError when it is not one the platform can read."""
-    reader = _Reader(data, ".idsig file")
+    reader = BinaryReader(data, ".idsig file", IdsigFormatError)
     version = reader.i32("version")
     if version != IDSIG_VERSION:
         raise IdsigFormatError(f".idsig version {version} is not supported; Android reads version {IDSIG_VERSION}")
@@ -252,44 +253,8 @@ def _describe(certificate: Certificate | None) -> str:
 # -- parsing ------------------------------------------------------------------------------------------------------
 
 
-class _Reader:
-    """Little-endian cursor that turns every overrun into an IdsigFormatError naming what was being read."""
-
-    def __init__(self, data: bytes, what: str) -> None:
-        self._data = memoryview(bytes(data))
-        self._pos = 0
-        self._what = what
-
-    @property
-    def remaining(self) -> int:
-        return len(self._data) - self._pos
-
-    def _take(self, count: int, field: str) -> bytes:
-        if count > self.remaining:
-            raise IdsigFormatError(
-                f"{self._what} ends inside its {field} ({count} bytes needed, {self.remaining} left)"
-            )
-        value = bytes(self._data[self._pos : self._pos + count])
-        self._pos += count
-        return value
-
-    def i32(self, field: str) -> int:
-        (value,) = struct.unpack("<i", self._take(4, field))
-        return int(value)
-
-    def u8(self, field: str) -> int:
-        return self._take(1, field)[0]
-
-    def length_prefixed(self, field: str, limit: int | None = None) -> bytes:
-        length = self.i32(f"{field} length")
-        if length < 0 or (limit is not None and length > limit):
-            bound = f"; at most {limit} are allowed" if limit is not None else ""
-            raise IdsigFormatError(f"{self._what}: {field} has an impossible length {length}{bound}")
-        return self._take(length, field)
-
-
 def _parse_hashing_info(data: bytes) -> HashingInfo:
-    reader = _Reader(data, ".idsig hashing info")
+    reader = BinaryReader(data, ".idsig hashing info", IdsigFormatError)
     hash_algorithm = reader.i32("hash algorithm")
     log2_block_size = reader.u8("log2 block size")
     salt = reader.length_prefixed("salt")
@@ -298,16 +263,20 @@ def _parse_hashing_info(data: bytes) -> HashingInfo:
 
 
 def _parse_signing_infos(data: bytes) -> tuple[SigningInfo, ...]:
-    reader = _Reader(data, ".idsig signing infos")
+    reader = BinaryReader(data, ".idsig signing infos", IdsigFormatError)
     infos = [_read_signing_info(reader, None)]
     while reader.remaining:
         block_id = reader.i32("signing-info block id") & 0xFFFFFFFF
-        block = _Reader(reader.length_prefixed("signing-info block"), f".idsig signing-info block 0x{block_id:08x}")
+        block = BinaryReader(
+            reader.length_prefixed("signing-info block"),
+            f".idsig signing-info block 0x{block_id:08x}",
+            IdsigFormatError,
+        )
         infos.append(_read_signing_info(block, block_id))
     return tuple(infos)
 
 
-def _read_signing_info(reader: _Reader, block_id: int | None) -> SigningInfo:
+def _read_signing_info(reader: BinaryReader, block_id: int | None) -> SigningInfo:
     return SigningInfo(
         apk_digest=reader.length_prefixed("APK digest"),
         certificate=reader.length_prefixed("certificate"),
