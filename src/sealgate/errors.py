@@ -48,3 +48,35 @@ class LineageFormatError(FormatError):
 
 class IdsigFormatError(FormatError):
     """An APK Signature Scheme v4 .idsig file is malformed."""
+
+
+class BundleError(SealgateError):
+    """A signing bundle is malformed, tampered with, or does not answer the request it claims to answer."""
+
+
+class RecordError(SealgateError):
+    """The signing record cannot be read or appended to (broken chain, truncated line, unwritable file)."""
+
+
+class OnlineError(SealgateError):
+    """An offline-only operation was started on a machine with a network interface up."""
+
+
+class KeystoreError(SealgateError):
+    """An encrypted keystore cannot be read or written: wrong passphrase, locked, damaged, or a full disk."""
+
+
+class KeystoreLockedError(KeystoreError):
+    """Another process holds the keystore's lock; retry when it has finished."""
+
+
+class PassphraseError(SealgateError):
+    """No passphrase (or PIN) could be obtained from a file descriptor, the environment or a terminal."""
+
+
+class TokenError(SealgateError):
+    """A PKCS#11 module, token, PIN or object is missing or refused the operation."""
+
+
+class ApkSigningError(SealgateError):
+    """An APK could not be signed: the output cannot be written, or what was written does not verify."""

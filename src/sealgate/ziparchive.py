@@ -133,7 +133,8 @@ class ZipArchive:
     @classmethod
     def open(cls, path: str | os.PathLike[str], *, strict: bool = False) -> ZipArchive:
         try:
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+            # O_NONBLOCK: opening a FIFO must not wait for a writer; the regular-file check below refuses it.
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0))
         except OSError as exc:
             raise ZipFormatError(f"cannot open {os.fspath(path)!r}: {exc.strerror}") from exc
         try:

@@ -21,11 +21,13 @@ Layout (little-endian, as in AOSP's V3SigningCertificateLineage and the platform
 
 Parsing verifies every signature and refuses what the platform refuses (an algorithm id that disagrees with the
 one the parent announced, duplicate certificates, an unknown algorithm where one is needed), so a `Lineage` value
-always stands for a chain that Android would accept.
+always stands for a chain that Android would accept. `create_lineage` and `rotate_lineage` make new links with any
+`Signer` (apksig's node layout and algorithm choice) and put the result through the same parser before returning it.
 """
 
 from __future__ import annotations
 
+import os
 import struct
 from dataclasses import dataclass
 from enum import IntFlag
@@ -33,7 +35,8 @@ from enum import IntFlag
 from sealgate.apk import algorithms
 from sealgate.apk.binary_reader import BinaryReader
 from sealgate.apk.certificate import Certificate, CertificateError
-from sealgate.errors import LineageFormatError
+from sealgate.errors import LineageFormatError, UsageError
+from sealgate.signing import Signer
 
 #: ID of the v3 signer additional attribute that holds the proof-of-rotation structure.
 PROOF_OF_ROTATION_ATTR_ID = 0x3BA06F8C
@@ -231,3 +234,89 @@ def _encode_node(node: LineageNode) -> bytes:
         + _U32.pack(node.signature_algorithm or 0)
         + _length_prefixed(node.signature)
     )
+
+
+# -- making lineages ------------------------------------------------------------------------------------------------
+
+
+def create_lineage(
+    old: Signer,
+    new: Signer,
+    capabilities: Capability = DEFAULT_CAPABILITIES,
+    *,
+    new_capabilities: Capability = DEFAULT_CAPABILITIES,
+) -> Lineage:
+    """A two-node lineage in which `old` vouches for `new` (apksigner rotate without --in).
+
+    `capabilities` are what the app keeps granting to the OLD certificate (those are the flags Android reads:
+    INSTALLED_DATA lets the new key update apps installed under the old one); `new_capabilities` go on the new
+    node, where they only matter once it is rotated away from in turn.
+    """
+    first = LineageNode(old.certificate, capabilities, None, None, b"")
+    return _verified(_spawn(Lineage((first,)), old, new, new_capabilities))
+
+
+def rotate_lineage(
+    lineage: Lineage,
+    current: Signer,
+    new: Signer,
+    capabilities: Capability | None = None,
+    *,
+    new_capabilities: Capability = DEFAULT_CAPABILITIES,
+) -> Lineage:
+    """`lineage` extended by `new`, signed by `current` (its newest certificate); apksigner rotate --in.
+
+    `capabilities`, when given, replace the flags of `current`'s node (the one being rotated away from); node flags
+    are not signed, so this needs no older key.
+    """
+    if not lineage.nodes:
+        raise LineageFormatError("cannot rotate an empty lineage")
+    if capabilities is not None:
+        last = lineage.nodes[-1]
+        lineage = Lineage(
+            (
+                *lineage.nodes[:-1],
+                LineageNode(
+                    last.certificate, capabilities, last.parent_signature_algorithm, last.signature_algorithm,
+                    last.signature,
+                ),
+            )
+        )  # fmt: skip
+    return _verified(_spawn(lineage, current, new, new_capabilities))
+
+
+def write_lineage_file(lineage: Lineage, path: str | os.PathLike[str]) -> None:
+    """Write apksigner's standalone lineage file atomically (a reader sees the old file or the whole new one)."""
+    from sealgate.apk.signing.output import write_atomically
+
+    write_atomically(path, lineage.to_file_bytes())
+
+
+def _spawn(lineage: Lineage, parent: Signer, child: Signer, child_capabilities: Capability) -> Lineage:
+    """apksig's spawnDescendant: the parent's key signs (child certificate, algorithm id) with its v3 algorithm."""
+    from sealgate.apk.signing.key_algorithms import block_algorithm
+
+    last = lineage.nodes[-1]
+    if last.certificate != parent.certificate:
+        raise UsageError(
+            f"key {parent.name!r} ({parent.certificate.subject}) is not the newest certificate of the lineage "
+            f"({last.certificate.subject}); only the current key can sign a rotation"
+        )
+    if lineage.contains(child.certificate):
+        raise UsageError(f"key {child.name!r} ({child.certificate.subject}) is already in the lineage")
+    algorithm = block_algorithm(parent)
+    signed_data = _length_prefixed(child.certificate.der) + _U32.pack(algorithm.apk.id)
+    signature = parent.sign(signed_data, algorithm.signing)
+    parent_node = LineageNode(
+        last.certificate, last.capabilities, last.parent_signature_algorithm, algorithm.apk.id, last.signature
+    )
+    child_node = LineageNode(child.certificate, child_capabilities, algorithm.apk.id, None, signature)
+    return Lineage((*lineage.nodes[:-1], parent_node, child_node))
+
+
+def _verified(lineage: Lineage) -> Lineage:
+    """Parse what was built, so a key that does not match its certificate fails here, not on a device."""
+    try:
+        return parse_lineage_attribute(lineage.to_attribute_bytes())
+    except LineageFormatError as exc:
+        raise UsageError(f"the new lineage does not verify (does each key match its certificate?): {exc}") from exc

@@ -863,8 +863,8 @@ def resolve_string(table: bytes, resource_id: int) -> str | None:
             if kind != TYPE_REFERENCE:
                 return None
             resource_id = data
-    except (struct.error, ManifestFormatError):
-        return None
+    except (struct.error, IndexError, ManifestFormatError):
+        return None  # a damaged table leaves the reference unresolved rather than failing the APK
     return None
 
 
@@ -896,7 +896,7 @@ class _ResourceTable:
         type_id, index = (resource_id >> 16) & 0xFF, resource_id & 0xFFFF
         found: tuple[int, int] | None = None
         for kind, pos, header_size in chunks:
-            if self.buf[pos + 8] != type_id:
+            if pos + 8 >= len(self.buf) or self.buf[pos + 8] != type_id:
                 continue
             if kind == RES_TABLE_TYPE_SPEC_TYPE and not self._spec_is_constant(pos, header_size, index):
                 return None

@@ -85,6 +85,8 @@ class SchemeResult:
     warnings: list[Issue] = field(default_factory=list)
     #: Content digests computed and checked, keyed by content-digest algorithm id (v2/v3/v3.1; v4 compares them).
     content_digests: dict[int, bytes] = field(default_factory=dict)
+    #: v3/v3.1: the signers' lineages consolidated (the longest, which every other must be a prefix of).
+    lineage: Lineage | None = None
 
     @property
     def verified(self) -> bool:

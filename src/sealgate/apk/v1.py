@@ -44,7 +44,8 @@ ANDROID_P = 28
 SIGNATURE_BLOCK_SUFFIXES = (".RSA", ".DSA", ".EC")
 STRIP_PROTECTION_ATTRIBUTE = "X-Android-APK-Signed"
 _SCHEME_NAMES = {2: "APK Signature Scheme v2", 3: "APK Signature Scheme v3"}
-_JAVA_INT = re.compile(r"[+-]?[0-9]+")
+#: Java's Integer.parseInt takes any Unicode decimal digit (Character.digit), as does \d on str patterns.
+_JAVA_INT = re.compile(r"[+-]?\d+")
 _JAVA_TRIM = "".join(chr(code) for code in range(0x21))
 #: Small entries are digested in batches of about this many compressed bytes (or entries), one task per batch.
 _BATCH_BYTES = 4 * 1024 * 1024

@@ -52,7 +52,6 @@ class BlockVerification:
     min_sdk: int
     max_sdk: int
     rotation_min_sdk: int | None
-    lineage: Lineage | None = None
 
     def finish(self, actual: dict[ContentDigest, bytes]) -> SchemeResult:
         result = self.result
@@ -108,7 +107,8 @@ class BlockVerification:
         needed_max = self.rotation_min_sdk - 1 if self.rotation_min_sdk is not None else self.max_sdk
         # A v3.1 block only serves the levels from its own signers' minimum up; below that the v3 block applies,
         # so only v3 must reach down to the window's bottom.
-        needed_min = self.min_sdk if result.scheme is Scheme.V3 else first_min
+        # apksig checks a v3.1 block from the window's top only: v3.1 may start above the levels v3 covers.
+        needed_min = self.min_sdk if result.scheme is Scheme.V3 else self.max_sdk
         if first_min > needed_min or last_max < needed_max:
             result.error(
                 "V3_MISSING_SDK_VERSIONS",
@@ -122,7 +122,7 @@ class BlockVerification:
                 ]:
                     result.error("V3_INCONSISTENT_LINEAGES", "v3 signers carry lineages that do not agree")
                     break
-            self.lineage = longest
+            result.lineage = longest
 
 
 def parse_scheme_block(
@@ -312,7 +312,10 @@ def _check_attributes(
         value = attribute.rest()
         signer.attribute_ids.append(attribute_id)
         if scheme is Scheme.V2:
-            if attribute_id == STRIPPING_PROTECTION_ATTR_ID and len(value) >= 4:
+            if attribute_id == STRIPPING_PROTECTION_ATTR_ID and len(value) < 4:
+                out.error("V2_SIG_MALFORMED_ADDITIONAL_ATTRIBUTE", f"additional attribute #{count} is too short")
+                return
+            if attribute_id == STRIPPING_PROTECTION_ATTR_ID:
                 (referenced,) = struct.unpack_from("<I", value)
                 if referenced in supported_scheme_ids:
                     if referenced not in found_scheme_ids:
@@ -330,7 +333,10 @@ def _check_attributes(
             _read_lineage(value, out)
         elif attribute_id == ROTATION_MIN_SDK_VERSION_ATTR_ID:
             rotation_attr_found = True
-            if verification.max_sdk >= MIN_SDK_WITH_V31_SUPPORT and len(value) >= 4:
+            if verification.max_sdk >= MIN_SDK_WITH_V31_SUPPORT and len(value) < 4:
+                out.error("V3_SIG_MALFORMED_ADDITIONAL_ATTRIBUTE", f"additional attribute #{count} is too short")
+                return
+            if verification.max_sdk >= MIN_SDK_WITH_V31_SUPPORT:
                 (declared,) = struct.unpack_from("<i", value)
                 if verification.rotation_min_sdk is not None:
                     if declared != verification.rotation_min_sdk:

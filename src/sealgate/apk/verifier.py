@@ -159,6 +159,10 @@ def _verify_archive(
             raise UsageError(f"the APK's minSdkVersion {min_sdk} is above --max-sdk {max_sdk}")
     report = ApkVerification(path, min_sdk, max_sdk, manifest=manifest)
     report.errors.extend(Issue(v.code, v.message) for v in archive.violations)
+    if any(v.code == "ZIP_OVERLAPPING_ENTRIES" for v in archive.violations):
+        # Entries sharing bytes let a small file inflate without bound (one deflate bomb read through many
+        # records); the verdict is already a rejection, so do not hash at all.
+        return report
 
     block, _ = locate_signing_block(archive)
     plan = _plan_schemes(block, min_sdk, max_sdk) if max_sdk >= ANDROID_N and block is not None else _SchemePlan()
@@ -172,16 +176,15 @@ def _verify_archive(
             assert block is not None
             digests = background.submit(_content_digests, archive, block, frozenset(plan.digests))
         v1_result = None
-        if min_sdk < ANDROID_N or not found:
-            v1_result = background.submit(_verify_v1, archive, min_sdk, max_sdk, frozenset(found))
+        v1_window = _jar_window(min_sdk, max_sdk, found)
+        if v1_window is not None:
+            v1_result = background.submit(_verify_v1, archive, *v1_window, frozenset(found))
         phases = _verify_signatures(plan, min_sdk, max_sdk, report)
         if phases:
             assert block is not None
             _check_contents(archive, block, phases, digests)
             for phase in phases:
                 report.scheme_results[phase.result.scheme] = phase.result
-                if phase.lineage is not None:
-                    phase.result.signers[-1].lineage = phase.lineage
         if idsig is not None and max_sdk >= ANDROID_N:
             _verify_v4(archive, idsig, report)
         if v1_result is not None:
@@ -278,6 +281,19 @@ def _verify_signatures(
     return phases
 
 
+def _jar_window(min_sdk: int, max_sdk: int, found: set[int]) -> tuple[int, int] | None:
+    """The levels on which Android checks the JAR signature, or None when none does.
+
+    apksig's rule (below 24, or no signing-block scheme at all), plus the levels apksig misses: Android 7.0 to 8.1
+    know only v2 among the block schemes, so an APK with v3 but no v2 is checked there by its JAR signature.
+    """
+    if min_sdk < ANDROID_N or not found:
+        return min_sdk, max_sdk
+    if min_sdk < ANDROID_P and int(Scheme.V2) not in found:
+        return min_sdk, min(max_sdk, ANDROID_P - 1)
+    return None
+
+
 def _verify_v1(archive: ZipArchive, min_sdk: int, max_sdk: int, found: frozenset[int]) -> SchemeResult:
     from sealgate.apk.v1 import verify_v1  # only platforms before Android 7.0 need the JAR machinery
 
@@ -349,26 +365,34 @@ def _add_verity_digest(
 
 
 def _verify_v4(archive: ZipArchive, idsig: bytes, report: ApkVerification) -> None:
-    """Check the .idsig against the signers apksig pairs it with: v3 (else v2), then v3.1 when present."""
+    """Check the .idsig against the signers apksig pairs it with: v3 (else v2), then v3.1 when present.
+
+    As in apksig, the v4 signature names one signer: the scheme it refers to must have exactly one, and its first
+    signer is the one compared.
+    """
     from sealgate.apk.v4 import V4ReferenceSigner, verify_v4
 
-    def newest_signer(scheme: Scheme) -> V4ReferenceSigner | None:
-        result = report.scheme_results.get(scheme)
-        if result is None or not result.verified or not result.signers:
+    def reference(scheme: Scheme) -> V4ReferenceSigner | None:
+        result = _verified(report, scheme)
+        if result is None or not result.signers or result.signers[0].certificate is None:
             return None
-        signer = result.signers[-1]
-        if signer.certificate is None:
-            return None
+        if len(result.signers) != 1:
+            report.errors.append(
+                Issue("V4_SIG_MULTIPLE_SIGNERS", f"a v4 signature needs exactly one {scheme.label} signer")
+            )
+        signer = result.signers[0]
+        assert signer.certificate is not None
         return V4ReferenceSigner(signer.certificate, dict(signer.content_digests))
 
-    first = newest_signer(Scheme.V3) or newest_signer(Scheme.V2)
+    v3 = reference(Scheme.V3)
+    first = v3 or reference(Scheme.V2)
     if first is None:
         report.errors.append(
             Issue("V4_SIG_NO_V2_V3_SIGNATURE", "a v4 signature needs a verified v2 or v3 signature to refer to")
         )
         return
     references = [first]
-    v31 = newest_signer(Scheme.V31) if newest_signer(Scheme.V3) is not None else None
+    v31 = reference(Scheme.V31) if v3 is not None else None
     if v31 is not None:
         references.append(v31)
     report.scheme_results[Scheme.V4] = verify_v4(idsig, archive.fileno, archive.sections.file_size, references)
@@ -406,8 +430,10 @@ def _check_cross_scheme(report: ApkVerification) -> None:
                 Issue("V3_SIG_MULTIPLE_PAST_SIGNERS", "v3 supports one signer, but the older scheme has several")
             )
         old_certificate = older.signers[0].certificate
-        lineage = v3.signers[-1].lineage if v3.signers else None
-        if not lineage is not None:
+        # apksig keeps the v3.1 lineage when there is one: the older scheme's signer must root that chain too.
+        v31 = _verified(report, Scheme.V31)
+        lineage = v31.lineage if v31 is not None and v31.lineage is not None else v3.lineage
+        if lineage is None:
             if len(v3.signers) != 1:
                 report.errors.append(
                     Issue("V3_SIG_MULTIPLE_SIGNERS", "several v3 signers without a lineage linking them")
@@ -419,14 +445,13 @@ def _check_cross_scheme(report: ApkVerification) -> None:
                         "the v3 signer differs from the v1/v2 signer and no lineage links them",
                     )
                 )
-        else:
-            if not lineage.nodes or old_certificate is None or lineage.nodes[0].certificate != old_certificate:
-                report.errors.append(
-                    Issue(
-                        "V3_SIG_PAST_SIGNERS_MISMATCH",
-                        "the v1/v2 signer is not the first (oldest) certificate of the v3 lineage",
-                    )
+        elif not lineage.nodes or old_certificate is None or lineage.nodes[0].certificate != old_certificate:
+            report.errors.append(
+                Issue(
+                    "V3_SIG_PAST_SIGNERS_MISMATCH",
+                    "the v1/v2 signer is not the first (oldest) certificate of the v3/v3.1 lineage",
                 )
+            )
 
 
 def _check_min_scheme_for_target_sdk(report: ApkVerification, archive: ZipArchive) -> None:
@@ -460,8 +485,7 @@ def _name_signers(report: ApkVerification) -> None:
     newest = v31 or v3
     if newest is not None:
         report.signers = [c for c in [newest.signers[-1].certificate] if c is not None]
-        lineage = newest.signers[-1].lineage
-        report.lineage = lineage if lineage is not None else None
+        report.lineage = newest.lineage
     elif v2 is not None:
         report.signers = [s.certificate for s in v2.signers if s.certificate is not None]
     elif v1 is not None:

@@ -1,26 +1,52 @@
-"""`sealgate apk ...`: verify APKs and show what they declare."""
+"""`sealgate apk ...`: verify and sign APKs, show what they declare, make proof-of-rotation lineages.
+
+Signing keys come from an encrypted keystore (`--keystore DIR --key ROLE`) or a PKCS#11 token (`--pkcs11 URI`), never
+from an unencrypted key file; the passphrase or PIN from --passphrase-fd, SEALGATE_PASSPHRASE or a prompt.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from sealgate.apk.manifest import AndroidManifest, read_manifest
 from sealgate.apk.verifier import verify_apk
+from sealgate.custody.passphrase import read_passphrase
 from sealgate.errors import SealgateError, UsageError
+from sealgate.signing import Signer
 from sealgate.ziparchive import ZipArchive
+
+if TYPE_CHECKING:
+    from sealgate.apk.lineage import Capability, Lineage
+    from sealgate.custody.keystore import Keystore
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 
+_ON_OFF = click.Choice(["on", "off"])
+_KEYSTORE_HELP = "Encrypted keystore directory (made by `sealgate keys init`)."
+_CAPABILITIES_HELP = (
+    "What the app keeps granting the old key: comma-separated installed-data, shared-user-id, permission, auth, "
+    "rollback, or default (all but rollback) or none."
+)
+_PASSPHRASE_FD = click.option(
+    "--passphrase-fd",
+    type=click.IntRange(min=0),
+    metavar="N",
+    help="Read the keystore passphrase (or token PIN) from this open file descriptor; otherwise "
+    "SEALGATE_PASSPHRASE, otherwise a prompt.",
+)
+_JSON = click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+
 
 @click.group()
 def apk() -> None:
-    """Verify APK signatures (v1, v2, v3, v3.1, v4) and read manifests."""
+    """Verify and sign APKs (v1, v2, v3, v3.1, v4), read manifests, manage rotation lineages."""
 
 
 @apk.command("verify")
@@ -64,9 +90,7 @@ def verify_command(
 def _verify_one(path: Path, min_sdk: int | None, max_sdk: int | None, idsig: Path | None) -> dict[str, Any]:
     try:
         report = verify_apk(path, min_sdk=min_sdk, max_sdk=max_sdk, idsig=idsig)
-    except UsageError:
-        raise
-    except SealgateError as exc:
+    except SealgateError as exc:  # per file, so one bad file (say, minSdkVersion above --max-sdk) stops no other
         return {
             "file": os.fspath(path),
             "verified": False,
@@ -171,27 +195,303 @@ def _human_info(manifest: AndroidManifest) -> str:
     return "\n".join(lines)
 
 
-@apk.command("lineage")
+class _LineageGroup(click.Group):
+    """`apk lineage FILE` shows a lineage file (as it always did); `apk lineage create|rotate ...` make one."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        first = next((arg for arg in args if not arg.startswith("-")), None)
+        if first is not None and first not in self.commands:
+            args = ["show", *args]
+        return super().parse_args(ctx, args)
+
+
+@apk.group("lineage", cls=_LineageGroup)
+def lineage_group() -> None:
+    """Show, create or extend proof-of-rotation lineages (`apk lineage FILE` shows one)."""
+
+
+@lineage_group.command("show")
 @click.argument("file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the nodes as one JSON array.")
 def lineage_command(file: Path, as_json: bool) -> int:
     """Verify a standalone proof-of-rotation lineage file and list its certificates, oldest first."""
-    from sealgate.apk.lineage import read_lineage_file
-
-    try:
-        lineage = read_lineage_file(file.read_bytes())
-    except OSError as exc:
-        raise UsageError(f"cannot read {file}: {exc.strerror}") from exc
-    except SealgateError as exc:
-        raise SealgateError(f"{file}: {exc}") from exc
+    lineage = _read_lineage(file)
     if as_json:
         click.echo(json.dumps(lineage.to_json(), ensure_ascii=False))
         return EXIT_OK
+    click.echo(_human_lineage(lineage))
+    return EXIT_OK
+
+
+@lineage_group.command("create")
+@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--keystore", type=click.Path(file_okay=False, path_type=Path), required=True, help=_KEYSTORE_HELP)
+@click.option("--old", "old_key", required=True, metavar="ROLE[:GEN]", help="The key rotated away from.")
+@click.option("--new", "new_key", required=True, metavar="ROLE[:GEN]", help="The key rotated to.")
+@click.option("--capabilities", metavar="LIST", help=_CAPABILITIES_HELP)
+@_PASSPHRASE_FD
+@_JSON
+def lineage_create_command(
+    out: Path,
+    keystore: Path,
+    old_key: str,
+    new_key: str,
+    capabilities: str | None,
+    passphrase_fd: int | None,
+    as_json: bool,
+) -> int:
+    """Write a lineage OUT in which the --old key vouches for the --new key (both from the keystore).
+
+    After `sealgate keys rotate DIR releasekey`, the old key is generation 1: `--old releasekey:1 --new releasekey`.
+    """
+    from sealgate.apk.lineage import DEFAULT_CAPABILITIES, create_lineage, write_lineage_file
+
+    store = _open_keystore(keystore)
+    passphrase = _keystore_passphrase(passphrase_fd)
+    old = _keystore_signer(store, old_key, passphrase)
+    new = _keystore_signer(store, new_key, passphrase)
+    granted = _capabilities(capabilities) if capabilities is not None else DEFAULT_CAPABILITIES
+    lineage = create_lineage(old, new, granted)
+    write_lineage_file(lineage, out)
+    return _report_lineage(out, lineage, as_json)
+
+
+@lineage_group.command("rotate")
+@click.argument("lineage_file", metavar="LINEAGE", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--keystore", type=click.Path(file_okay=False, path_type=Path), required=True, help=_KEYSTORE_HELP)
+@click.option("--new", "new_key", required=True, metavar="ROLE[:GEN]", help="The key rotated to.")
+@click.option(
+    "--current",
+    "current_key",
+    metavar="ROLE[:GEN]",
+    help="The key of the lineage's newest certificate (default: found in the keystore by that certificate).",
+)
+@click.option("--capabilities", metavar="LIST", help=_CAPABILITIES_HELP + " Default: keep the current ones.")
+@_PASSPHRASE_FD
+@_JSON
+def lineage_rotate_command(
+    lineage_file: Path,
+    out: Path,
+    keystore: Path,
+    new_key: str,
+    current_key: str | None,
+    capabilities: str | None,
+    passphrase_fd: int | None,
+    as_json: bool,
+) -> int:
+    """Extend LINEAGE with the --new key, signed by the lineage's newest key, into OUT."""
+    from sealgate.apk.lineage import rotate_lineage, write_lineage_file
+
+    lineage = _read_lineage(lineage_file)
+    store = _open_keystore(keystore)
+    current_name = current_key or _keystore_role_of(store, lineage.nodes[-1].certificate.sha256, keystore)
+    passphrase = _keystore_passphrase(passphrase_fd)
+    current = _keystore_signer(store, current_name, passphrase)
+    new = _keystore_signer(store, new_key, passphrase)
+    granted = _capabilities(capabilities) if capabilities is not None else None
+    extended = rotate_lineage(lineage, current, new, granted)
+    write_lineage_file(extended, out)
+    return _report_lineage(out, extended, as_json)
+
+
+@apk.command("sign")
+@click.argument("input_apk", metavar="IN", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.argument("output_apk", metavar="OUT", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--keystore", type=click.Path(file_okay=False, path_type=Path), help=_KEYSTORE_HELP)
+@click.option(
+    "--key",
+    "keys",
+    multiple=True,
+    metavar="ROLE[:GEN]",
+    help="A keystore key to sign with; repeat for several signers (with --lineage: the old and the new key).",
+)
+@click.option(
+    "--pkcs11",
+    "uris",
+    multiple=True,
+    metavar="URI",
+    help="A key on a PKCS#11 token instead of --keystore (pkcs11:token=T;object=KEY?module-path=...); repeatable.",
+)
+@click.option(
+    "--lineage",
+    "lineage_file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="Proof-of-rotation lineage: the oldest key signs v1/v2, the newest v3 (and v3.1).",
+)
+@click.option("--min-sdk", type=click.IntRange(min=1), help="Lowest API level to sign for (default: minSdkVersion).")
+@click.option("--max-sdk", type=click.IntRange(min=1), help="Highest API level to sign for (default: the newest).")
+@click.option("--v1", type=_ON_OFF, help="JAR signing (default: on below API 24).")
+@click.option("--v2", type=_ON_OFF, help="APK Signature Scheme v2 (default: on).")
+@click.option("--v3", type=_ON_OFF, help="APK Signature Scheme v3 (default: on for one signer or a lineage).")
+@click.option("--v31", type=_ON_OFF, default="off", show_default=True, help="v3.1 block with the rotated key.")
+@click.option("--rotation-min-sdk", type=click.IntRange(min=33), help="First API level of the v3.1 key (33).")
+@_PASSPHRASE_FD
+@click.option("--json", "as_json", is_flag=True, help="Print the verification of the signed APK as JSON.")
+def sign_command(
+    input_apk: Path,
+    output_apk: Path,
+    keystore: Path | None,
+    keys: tuple[str, ...],
+    uris: tuple[str, ...],
+    lineage_file: Path | None,
+    min_sdk: int | None,
+    max_sdk: int | None,
+    v1: str | None,
+    v2: str | None,
+    v3: str | None,
+    v31: str,
+    rotation_min_sdk: int | None,
+    passphrase_fd: int | None,
+    as_json: bool,
+) -> int:
+    """Sign IN into OUT with keys from a keystore (or tokens), then verify OUT before it replaces anything.
+
+    Like apksigner: v2 and v3 by default, v1 when the APK installs below API 24, stored entries aligned (native
+    libraries to 16 KiB pages). The same input and RSA key always give the same bytes.
+    """
+    from sealgate.apk.signing import ApkSigningOptions, sign_apk
+
+    if min_sdk is not None and max_sdk is not None and min_sdk > max_sdk:
+        raise UsageError(f"--min-sdk {min_sdk} is above --max-sdk {max_sdk}")
+    options = ApkSigningOptions(
+        v1=_switch(v1),
+        v2=_switch(v2),
+        v3=_switch(v3),
+        v31=v31 == "on",
+        min_sdk=min_sdk,
+        max_sdk=max_sdk,
+        lineage=_read_lineage(lineage_file) if lineage_file is not None else None,
+        rotation_min_sdk=rotation_min_sdk,
+    )
+    with contextlib.ExitStack() as stack:
+        signers = _load_signers(stack, keystore, keys, uris, passphrase_fd)
+        report = sign_apk(input_apk, output_apk, signers, options)
+    line = report.to_json()
+    if as_json:
+        click.echo(json.dumps(line, ensure_ascii=False))
+    else:
+        click.echo("signed " + _human(line))
+    return EXIT_OK
+
+
+def _switch(value: str | None) -> bool | None:
+    return None if value is None else value == "on"
+
+
+def _load_signers(
+    stack: contextlib.ExitStack,
+    keystore: Path | None,
+    keys: tuple[str, ...],
+    uris: tuple[str, ...],
+    passphrase_fd: int | None,
+) -> list[Signer]:
+    """Signers from one source: keystore keys (one passphrase) or token keys (one PIN); never both at once."""
+    if uris and (keystore is not None or keys):
+        raise UsageError("sign with --keystore and --key, or with --pkcs11, not both")
+    if uris:
+        from sealgate.custody.token import Pkcs11Uri, TokenSigner
+
+        parsed = [Pkcs11Uri.parse(uri) for uri in uris]
+        pin = read_passphrase(fd=passphrase_fd, what=f"PIN of token {parsed[0].token_name}")
+        return [stack.enter_context(TokenSigner.open(uri, pin)) for uri in parsed]
+    if keystore is None:
+        raise UsageError("name the keys to sign with: --keystore DIR --key ROLE, or --pkcs11 URI")
+    if not keys:
+        raise UsageError("name at least one keystore key with --key ROLE")
+    store = _open_keystore(keystore)
+    passphrase = _keystore_passphrase(passphrase_fd)
+    return [_keystore_signer(store, key, passphrase) for key in keys]
+
+
+def _open_keystore(path: Path) -> Keystore:
+    from sealgate.custody.keystore import Keystore
+
+    return Keystore.open(path)
+
+
+def _keystore_passphrase(passphrase_fd: int | None) -> str:
+    return read_passphrase(fd=passphrase_fd, what="keystore passphrase")
+
+
+def _keystore_signer(store: Keystore, key: str, passphrase: str) -> Signer:
+    """`ROLE` (its current key) or `ROLE:GEN` (a generation kept after `keys rotate`)."""
+    role, separator, generation_text = key.partition(":")
+    generation: int | None = None
+    if separator:
+        if not generation_text.isdigit() or int(generation_text) < 1:
+            raise UsageError(f"--key {key!r}: the generation after ':' must be a positive number")
+        generation = int(generation_text)
+    return store.signer(role, passphrase, generation)
+
+
+def _keystore_role_of(store: Keystore, certificate_sha256: str, path: Path) -> str:
+    for role in store.roles():
+        if role.certificate_sha256 == certificate_sha256:
+            return role.name
+        for old in role.retired:
+            if old.certificate_sha256 == certificate_sha256:
+                return f"{role.name}:{old.generation}"
+    raise UsageError(
+        f"the lineage's newest certificate ({certificate_sha256}) belongs to no key of keystore {path}; "
+        "name its key with --current ROLE[:GEN]"
+    )
+
+
+def _capabilities(text: str) -> Capability:
+    """A comma-separated list of capability names, or "default" (all but rollback), or "none"."""
+    from sealgate.apk.lineage import DEFAULT_CAPABILITIES, Capability
+
+    names = {
+        "installed-data": Capability.INSTALLED_DATA,
+        "shared-user-id": Capability.SHARED_USER_ID,
+        "permission": Capability.PERMISSION,
+        "rollback": Capability.ROLLBACK,
+        "auth": Capability.AUTH,
+    }
+    granted = Capability(0)
+    for name in (part.strip().lower() for part in text.split(",")):
+        if name == "default":
+            granted |= DEFAULT_CAPABILITIES
+        elif name == "none" or not name:
+            continue
+        elif name in names:
+            granted |= names[name]
+        else:
+            known = ", ".join([*names, "default", "none"])
+            raise UsageError(f"unknown capability {name!r}; use a comma-separated list of: {known}")
+    return granted
+
+
+def _read_lineage(path: Path) -> Lineage:
+    from sealgate.apk.lineage import read_lineage_file
+
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from exc
+    try:
+        return read_lineage_file(data)
+    except SealgateError as exc:
+        raise SealgateError(f"{path}: {exc}") from exc
+
+
+def _report_lineage(out: Path, lineage: Lineage, as_json: bool) -> int:
+    if as_json:
+        click.echo(json.dumps({"file": os.fspath(out), "lineage": lineage.to_json()}, ensure_ascii=False))
+    else:
+        click.echo(f"wrote lineage {out} (oldest first):")
+        click.echo(_human_lineage(lineage))
+    return EXIT_OK
+
+
+def _human_lineage(lineage: Lineage) -> str:
+    lines = []
     for number, node in enumerate(lineage.nodes, start=1):
         certificate = node.certificate
         capabilities = ", ".join(node.capabilities.names) or "none"
-        click.echo(f"{number}. {certificate.sha256}  {certificate.subject}\n   capabilities: {capabilities}")
-    return EXIT_OK
+        lines.append(f"{number}. {certificate.sha256}  {certificate.subject}\n   capabilities: {capabilities}")
+    return "\n".join(lines)
 
 
 def _sample_apk() -> Path:

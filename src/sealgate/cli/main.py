@@ -13,6 +13,10 @@ import click
 
 from sealgate import __version__
 from sealgate.cli.apk import apk
+from sealgate.cli.bundle import bundle
+from sealgate.cli.keys import keys
+from sealgate.cli.record import record
+from sealgate.cli.sign import sign
 from sealgate.errors import SealgateError, UsageError
 
 EXIT_FAILED = 1
@@ -26,6 +30,10 @@ def cli() -> None:
 
 
 cli.add_command(apk)
+cli.add_command(keys)
+cli.add_command(bundle)
+cli.add_command(sign)
+cli.add_command(record)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,129 @@
+"""Writing a file so that readers see the old one or the complete new one, never half of it.
+
+The data goes to a temporary file in the target's directory (same filesystem, so the final rename is atomic), is
+fsynced, and only then replaces the target; the directory is fsynced so the rename survives a crash. Any failure,
+including an interrupt, removes the temporary file and leaves the target untouched.
+
+For a large file the fsync can be started early (`start_writeback`): a background thread flushes what was written
+so far while the caller goes on hashing and checking, and the fsync in `commit` then has little left to do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import threading
+from pathlib import Path
+from types import TracebackType
+
+from sealgate.errors import ApkSigningError
+
+
+class AtomicOutput:
+    """A temporary file beside `path`; `commit()` makes it `path`, leaving the block without it discards it."""
+
+    def __init__(self, path: str | os.PathLike[str], *, mode: int | None = None) -> None:
+        self.path = Path(path)
+        self._mode = _default_mode() if mode is None else mode
+        directory = self.path.parent
+        try:
+            fd, temp = tempfile.mkstemp(dir=directory, prefix=f".{self.path.name}.", suffix=".tmp")
+        except OSError as exc:
+            raise ApkSigningError(f"cannot create a file in {directory}: {exc.strerror}") from exc
+        self.fd: int = fd
+        self.temp_path = Path(temp)
+        self._committed = False
+        self._writeback: threading.Thread | None = None
+        self._writeback_error: OSError | None = None
+
+    def start_writeback(self) -> None:
+        """Begin flushing the data written so far to disk, in the background."""
+        if self._writeback is not None:
+            return
+        # The thread syncs its own descriptor, so closing ours (discard) can never make it sync a reused number.
+        duplicate = os.dup(self.fd)
+
+        def flush() -> None:
+            try:
+                os.fdatasync(duplicate)
+            except OSError as exc:
+                # A write-back error is reported once per open file description, which the duplicate shares:
+                # keep it for commit(), which must not miss it.
+                self._writeback_error = exc
+            finally:
+                os.close(duplicate)
+
+        self._writeback = threading.Thread(target=flush, name="apk-writeback", daemon=True)
+        self._writeback.start()
+
+    def sync(self) -> None:
+        """Make the written data durable before it is renamed into place."""
+        if self._writeback is not None:
+            self._writeback.join()
+            if self._writeback_error is not None:
+                raise ApkSigningError(f"cannot write {self.path}: {self._writeback_error.strerror}")
+        try:
+            os.fchmod(self.fd, self._mode)
+            os.fsync(self.fd)
+        except OSError as exc:
+            raise ApkSigningError(f"cannot write {self.path}: {exc.strerror}") from exc
+
+    def commit(self) -> None:
+        self.sync()
+        os.close(self.fd)
+        self.fd = -1
+        try:
+            os.replace(self.temp_path, self.path)
+        except OSError as exc:
+            raise ApkSigningError(f"cannot replace {self.path}: {exc.strerror}") from exc
+        self._committed = True
+        _sync_directory(self.path.parent)
+
+    def discard(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        if not self._committed:
+            with contextlib.suppress(FileNotFoundError):
+                self.temp_path.unlink()
+
+    def __enter__(self) -> AtomicOutput:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.discard()
+
+
+def write_atomically(path: str | os.PathLike[str], data: bytes, *, mode: int | None = None) -> None:
+    with AtomicOutput(path, mode=mode) as output:
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(output.fd, view)
+                view = view[written:]
+        except OSError as exc:
+            raise ApkSigningError(f"cannot write {output.path}: {exc.strerror}") from exc
+        output.commit()
+
+
+def _default_mode() -> int:
+    """What open() would give a new file: 0666 minus the umask (mkstemp's 0600 is for secrets, not APKs)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def _sync_directory(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
