@@ -47,6 +47,7 @@ from signing_tools import (
     share_jvm_classes,
     unsigned_apk,
 )
+from test_token import PIN, SoftHsm, softhsm  # noqa: F401 - softhsm is a fixture used by the token test
 
 BASE = "golden-aligned-in.apk"  # minSdkVersion 23, with a STORED classes.dex, resources.arsc and lib/.../fake.so
 
@@ -612,3 +613,56 @@ def test_cli_refusals_exit_non_zero_and_write_nothing(
     errors = capsys.readouterr().err
     assert "Traceback" not in errors and "passphrase" in errors and "not a ZIP" in errors
     assert not out.exists()
+
+
+def test_a_key_apks_cannot_use_fails_before_anything_is_written(apksig_vectors: Path, tmp_path: Path) -> None:
+    import datetime
+
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+    from cryptography.x509.oid import NameOID
+
+    key = ed25519.Ed25519PrivateKey.generate()
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ed25519 test")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, None)
+    )
+    signer = PrivateKeySigner("tuf-root", key, Certificate.from_der(certificate.public_bytes(Encoding.DER)))
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    with pytest.raises(UsageError, match="need an RSA, EC or DSA key"):
+        sign_apk(unsigned_apk(apksig_vectors, tmp_path), out_dir / "out.apk", [signer], ApkSigningOptions(min_sdk=24))
+    _no_leftovers(out_dir, set())
+
+
+def test_token_keys_sign_apks_through_the_same_signer_protocol(
+    softhsm: SoftHsm,  # noqa: F811
+    apksigner: None,
+    apksig_vectors: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A key generated on SoftHSM2 signs v1+v2+v3 from the API and from `apk sign --pkcs11`; it never leaves."""
+    from sealgate.custody.roles import KeySpec
+    from sealgate.custody.token import generate_on_token
+
+    base = unsigned_apk(apksig_vectors, tmp_path)
+    with generate_on_token(softhsm.uri(), "releasekey", PIN, key=KeySpec.parse("ec-p256")) as token_key:
+        report = sign_apk(base, tmp_path / "api.apk", [token_key])
+        assert report.verified and report.schemes == [1, 2, 3]
+        assert token_key.key_protection()["extractable"] is False
+        expected = token_key.certificate.sha256
+        uri = softhsm.uri(token_key.name)
+    theirs = apksigner_verify(tmp_path / "api.apk")
+    assert theirs.verified and theirs.signers == [expected], theirs.output
+    assert _cli(["apk", "sign", str(base), str(tmp_path / "cli.apk"), "--pkcs11", uri, "--json"], monkeypatch, PIN) == 0
+    line = json.loads(capsys.readouterr().out)
+    assert line["verified"] and [signer["sha256"] for signer in line["signers"]] == [expected]

@@ -49,9 +49,12 @@ class FileRanges:
             with memoryview(data) as view:
                 yield view
             return
-        with memoryview(self._map) as whole, whole[offset : offset + length] as view:
-            yield view
-        self._drop(offset, length)
+        try:
+            with memoryview(self._map) as whole, whole[offset : offset + length] as view:
+                yield view
+        finally:
+            # Also when the consumer stops early (an inflater that reached the end of its stream closes the reader).
+            self._drop(offset, length)
 
     def _drop(self, offset: int, length: int) -> None:
         """Let the kernel unmap pages already hashed; they stay in the page cache for other readers."""

@@ -9,8 +9,8 @@ The steps are apksigner's, arranged so that the APK is read and written once and
 4. hash the output with the verifier's own chunked-digest code (parallel, zero-copy) and sign the v2, v3 and v3.1
    blocks over those digests, then write the APK Signing Block, the central directory and the end record;
 5. verify the result with `verify_apk` over the same SDK window, check it names exactly the signers (and lineage)
-   that were meant, fsync it (flushing started in the background as soon as the entries were copied) and only
-   then rename it into place.
+   that were meant, fsync it (it has been flushed in the background since the copy began) and only then rename
+   it into place.
 
 A failure at any step leaves no output file behind. Given the same input and keys the output is byte-identical,
 except for the randomized signatures of ECDSA and DSA keys: no clock is read, and new entries carry the newest
@@ -47,6 +47,8 @@ from sealgate.ziparchive import ZipArchive, ZipEntry
 
 #: A source-stamp pointer describes the signatures it was made with; apksigner drops it when it re-signs.
 SOURCE_STAMP_ENTRY = "stamp-cert-sha256"
+#: Each JAR digest worker holds a few MiB of entry data at a time; the cap keeps memory bounded on big machines.
+_MAX_DIGEST_WORKERS = 8
 #: Bound on the input META-INF/MANIFEST.MF whose main section is carried over.
 _MAX_SOURCE_MANIFEST = 64 * 1024 * 1024
 
@@ -68,9 +70,13 @@ def sign_apk(
     with archive:
         manifest = read_manifest(archive)
         plan = plan_signing(options, signers, manifest.min_sdk)
+        # Every key's algorithms are settled before a byte is written: a key that cannot sign fails fast.
+        jar_signers = _jar_signers(plan)
+        for signer in (*plan.v2_signers, *(record.signer for record in (*plan.v3_signers, *plan.v31_signers))):
+            block_algorithm(signer)
         with AtomicOutput(output_path) as output:
             try:
-                _write_signed(archive, output, plan, options)
+                _write_signed(archive, output, plan, jar_signers, options)
             except OSError as exc:
                 raise ApkSigningError(
                     f"cannot sign {os.fspath(input_path)} into {output.path}: {exc.strerror}"
@@ -97,21 +103,28 @@ def _open(path: str | os.PathLike[str]) -> ZipArchive:
     return archive
 
 
-def _write_signed(archive: ZipArchive, output: AtomicOutput, plan: SigningPlan, options: ApkSigningOptions) -> None:
+def _write_signed(
+    archive: ZipArchive,
+    output: AtomicOutput,
+    plan: SigningPlan,
+    jar_signers: list[jar.JarSigner],
+    options: ApkSigningOptions,
+) -> None:
     out_fd = output.fd
     kept = _kept_entries(archive)
     writer = ZipWriter(archive, out_fd, alignment=options.alignment, page_alignment=options.page_alignment)
-    jar_signers = _jar_signers(plan)
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="apk-sign") as pool:
+    with ThreadPoolExecutor(
+        max_workers=min(os.cpu_count() or 1, _MAX_DIGEST_WORKERS), thread_name_prefix="apk-sign"
+    ) as pool:
         digests: list[Future[list[tuple[str, bytes]]]] = []
         digest_name = ""
         if jar_signers:
             digest_name = jar.content_digest_name(signer.algorithm for signer in jar_signers)
             digests = [pool.submit(jar.digest_batch, archive, batch, digest_name) for batch in jar.entry_batches(kept)]
+        # The disk writes the output while it is copied, hashed, signed and verified, not after.
+        output.start_writeback()
         try:
             writer.copy_entries(kept)
-            # The bulk of the file is written: flush it while the rest is hashed, signed and verified.
-            output.start_writeback()
             entry_digests = dict(pair for future in digests for pair in future.result())
         finally:
             for future in digests:

@@ -122,7 +122,8 @@ def plan_signing(options: ApkSigningOptions, signers: Sequence[Signer], apk_min_
     if lineage is not None and (v1 or v2) and not _is_root(lineage, oldest):
         raise UsageError(
             "v1 and v2 signatures can only be made by the original signer (the first certificate of the lineage), "
-            "and it is not among the signers; add its key, or sign v3 only with --min-sdk 28 or higher"
+            "and it is not among the signers; add its key, or switch v1 and v2 off (which needs a minimum SDK of "
+            f"{ANDROID_P} or higher)"
         )
     # With v3 (which allows one signer), apksig signs v1 and v2 with the oldest signer only.
     older = (oldest,) if v3 else tuple(ordered)

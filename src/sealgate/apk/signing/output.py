@@ -4,8 +4,9 @@ The data goes to a temporary file in the target's directory (same filesystem, so
 fsynced, and only then replaces the target; the directory is fsynced so the rename survives a crash. Any failure,
 including an interrupt, removes the temporary file and leaves the target untouched.
 
-For a large file the fsync can be started early (`start_writeback`): a background thread flushes what was written
-so far while the caller goes on hashing and checking, and the fsync in `commit` then has little left to do.
+For a large file the flushing can start early (`start_writeback`): a background thread keeps flushing what is
+being written while the caller goes on copying, hashing and checking, and the fsync in `commit` then has little
+left to do.
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ from pathlib import Path
 from types import TracebackType
 
 from sealgate.errors import ApkSigningError
+
+#: Seconds between background flushes while a large file is written.
+_WRITEBACK_INTERVAL = 0.1
 
 
 class AtomicOutput:
@@ -36,20 +40,31 @@ class AtomicOutput:
         self._committed = False
         self._writeback: threading.Thread | None = None
         self._writeback_error: OSError | None = None
+        self._stop_writeback = threading.Event()
 
     def start_writeback(self) -> None:
-        """Begin flushing the data written so far to disk, in the background."""
+        """Keep flushing what is written to disk, in the background, until `sync`.
+
+        Writing a large file and fsyncing it at the end costs the time to write it twice over: flushing while the
+        data is still being produced lets the disk work in parallel with the caller, and the final fsync then has
+        little left to do.
+        """
         if self._writeback is not None:
             return
         # The thread syncs its own descriptor, so closing ours (discard) can never make it sync a reused number.
         duplicate = os.dup(self.fd)
+        stop = self._stop_writeback
 
         def flush() -> None:
             try:
-                os.fdatasync(duplicate)
+                while True:
+                    last = stop.is_set()
+                    os.fdatasync(duplicate)
+                    if last or stop.wait(_WRITEBACK_INTERVAL):
+                        break
             except OSError as exc:
                 # A write-back error is reported once per open file description, which the duplicate shares:
-                # keep it for commit(), which must not miss it.
+                # keep it for sync(), which must not miss it.
                 self._writeback_error = exc
             finally:
                 os.close(duplicate)
@@ -60,6 +75,7 @@ class AtomicOutput:
     def sync(self) -> None:
         """Make the written data durable before it is renamed into place."""
         if self._writeback is not None:
+            self._stop_writeback.set()
             self._writeback.join()
             if self._writeback_error is not None:
                 raise ApkSigningError(f"cannot write {self.path}: {self._writeback_error.strerror}")
@@ -81,6 +97,7 @@ class AtomicOutput:
         _sync_directory(self.path.parent)
 
     def discard(self) -> None:
+        self._stop_writeback.set()
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
