@@ -666,3 +666,157 @@ def test_token_keys_sign_apks_through_the_same_signer_protocol(
     assert _cli(["apk", "sign", str(base), str(tmp_path / "cli.apk"), "--pkcs11", uri, "--json"], monkeypatch, PIN) == 0
     line = json.loads(capsys.readouterr().out)
     assert line["verified"] and [signer["sha256"] for signer in line["signers"]] == [expected]
+
+
+# -- the self-check and the full verification -------------------------------------------------------------------------
+
+
+def _big_apk(apksig_vectors: Path, tmp_path: Path) -> Path:
+    """The base APK plus a 40 MiB STORED entry, so that chunks are hashed while the copy is still going on."""
+    big = tmp_path / "big.apk"
+    big.write_bytes(unsigned_apk(apksig_vectors, tmp_path).read_bytes())
+    with zipfile.ZipFile(big, "a") as archive:
+        info = zipfile.ZipInfo("assets/big.bin", date_time=(2020, 1, 1, 0, 0, 0))
+        archive.writestr(info, os.urandom(40 << 20), compress_type=zipfile.ZIP_STORED)
+    return big
+
+
+def _identity(report: ApkVerification) -> dict[str, object]:
+    line = report.to_json()
+    return {key: line[key] for key in ("verified", "schemes", "signers", "lineage", "sdk", "errors")}
+
+
+@pytest.mark.parametrize(
+    ("case", "signers"),
+    [
+        ("v1v2v3", ("rsa-2048",)),
+        ("v2v3", ("ec-p256",)),
+        ("v1v2-two", ("rsa-2048", "ec-p256")),
+        ("lineage-v31", ("rsa-2048", "ec-p256")),
+        ("big", ("rsa-2048",)),
+    ],
+)
+def test_the_self_checks_report_is_the_verifiers(
+    keys: Keys, apksig_vectors: Path, tmp_path: Path, apksigner: None, case: str, signers: tuple[str, ...]
+) -> None:
+    """The report built from the self-check names what `verify_apk` names; the output verifies with apksigner."""
+    base = _big_apk(apksig_vectors, tmp_path) if case == "big" else unsigned_apk(apksig_vectors, tmp_path)
+    chosen = [keys[name] for name in signers]
+    options = {
+        "v1v2v3": ApkSigningOptions(),
+        "big": ApkSigningOptions(),
+        "v2v3": ApkSigningOptions(min_sdk=24),
+        "v1v2-two": ApkSigningOptions(v3=False),
+        "lineage-v31": ApkSigningOptions(lineage=create_lineage(chosen[0], chosen[1]), v31=True),
+    }[case]
+    out = tmp_path / "out.apk"
+    report = sign_apk(base, out, chosen, options)
+    full = verify_apk(out, min_sdk=report.min_sdk, max_sdk=report.max_sdk)
+    assert full.verified, [issue.message for issue in full.errors]
+    assert _identity(report) == _identity(full)
+    if case != "lineage-v31":  # apksigner 31 predates v3.1
+        verdict = apksigner_verify(out)
+        assert verdict.verified, verdict.output
+
+
+def _flip(fd: int, offset: int) -> None:
+    byte = os.pread(fd, 1, offset)
+    os.pwrite(fd, bytes([byte[0] ^ 0xFF]), offset)
+
+
+@pytest.mark.parametrize("where", ["jar files", "central directory", "signing block"])
+def test_a_write_corrupted_after_hashing_fails_the_self_check(
+    keys: Keys, apksig_vectors: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """A byte changed after it was hashed (or in what is written after hashing) is caught; nothing is written."""
+    from sealgate.apk.signing import apk_signer, writer
+
+    finish_digests = apk_signer._finish_digests
+    write_at = writer.ZipWriter.write_at
+
+    def corrupt_jar_files(stream: object, out_fd: int, layout: writer.Layout) -> object:
+        result = finish_digests(stream, out_fd, layout)  # type: ignore[arg-type]
+        _flip(out_fd, layout.entries_end - 1)  # the end of the last JAR file, MANIFEST.MF
+        return result
+
+    def corrupt_final_write(self: writer.ZipWriter, offset: int, data: bytes) -> None:
+        if b"PK\x05\x06" in data and b"APK Sig Block 42" in data:
+            changed = bytearray(data)
+            position = data.index(b"PK\x01\x02") + 46 if where == "central directory" else 200
+            changed[position] ^= 0xFF
+            data = bytes(changed)
+        write_at(self, offset, data)
+
+    if where == "jar files":
+        monkeypatch.setattr(apk_signer, "_finish_digests", corrupt_jar_files)
+    else:
+        monkeypatch.setattr(writer.ZipWriter, "write_at", corrupt_final_write)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    (out_dir / "existing.apk").write_bytes(b"keep me")
+    with pytest.raises(SealgateError, match="self-check"):
+        sign_apk(unsigned_apk(apksig_vectors, tmp_path), out_dir / "existing.apk", [keys["rsa-2048"]])
+    with pytest.raises(SealgateError, match="self-check"):
+        sign_apk(unsigned_apk(apksig_vectors, tmp_path), out_dir / "new.apk", [keys["rsa-2048"]])
+    _no_leftovers(out_dir, {"existing.apk"})
+    assert (out_dir / "existing.apk").read_bytes() == b"keep me"
+
+
+def test_verify_output_runs_the_full_verifier(
+    keys: Keys, apksig_vectors: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """verify_output=True hashes everything again: it catches a byte changed in a chunk hashed during the copy,
+    which only a full re-read can see."""
+    from sealgate.apk.signing import apk_signer
+
+    calls: list[str] = []
+
+    def spy(path: str | os.PathLike[str], **kwargs: int) -> ApkVerification:
+        calls.append(os.fspath(path))
+        return verify_apk(path, **kwargs)
+
+    monkeypatch.setattr(apk_signer, "verify_apk", spy)
+    base = _big_apk(apksig_vectors, tmp_path)
+    out = tmp_path / "out.apk"
+    report = sign_apk(base, out, [keys["rsa-2048"]], ApkSigningOptions(verify_output=True))
+    assert len(calls) == 1 and report.verified and report.path == os.fspath(out)
+    assert _identity(report) == _identity(verify_apk(out))
+
+    finish_digests = apk_signer._finish_digests
+
+    def corrupt_early_chunk(stream: object, out_fd: int, layout: object) -> object:
+        result = finish_digests(stream, out_fd, layout)  # type: ignore[arg-type]
+        _flip(out_fd, 20 << 20)  # inside assets/big.bin, in a chunk hashed while the copy went on
+        return result
+
+    monkeypatch.setattr(apk_signer, "_finish_digests", corrupt_early_chunk)
+    with pytest.raises(SealgateError, match="does not verify"):
+        sign_apk(base, tmp_path / "corrupt.apk", [keys["rsa-2048"]], ApkSigningOptions(verify_output=True))
+    assert not (tmp_path / "corrupt.apk").exists()
+
+
+def test_cli_verify_flag_runs_the_full_verifier(
+    keystore: Path,
+    apksig_vectors: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from sealgate.apk.signing import apk_signer
+
+    calls: list[str] = []
+
+    def spy(path: str | os.PathLike[str], **kwargs: int) -> ApkVerification:
+        calls.append(os.fspath(path))
+        return verify_apk(path, **kwargs)
+
+    monkeypatch.setattr(apk_signer, "verify_apk", spy)
+    out = tmp_path / "signed.apk"
+    args = ["apk", "sign", str(unsigned_apk(apksig_vectors, tmp_path)), str(out), "--keystore", str(keystore)]
+    assert _cli([*args, "--key", "releasekey", "--json"], monkeypatch) == 0
+    assert calls == []
+    assert _cli([*args, "--key", "releasekey", "--verify", "--json"], monkeypatch) == 0
+    assert len(calls) == 1
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["verified"] for line in lines] == [True, True]
+    assert lines[0]["signers"] == lines[1]["signers"] and lines[0]["sdk"] == lines[1]["sdk"]

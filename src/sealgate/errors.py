@@ -80,3 +80,7 @@ class TokenError(SealgateError):
 
 class ApkSigningError(SealgateError):
     """An APK could not be signed: the output cannot be written, or what was written does not verify."""
+
+
+class DeviceError(SealgateError):
+    """A device directory or its state database is missing, damaged, or was asked something impossible."""

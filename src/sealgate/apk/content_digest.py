@@ -70,6 +70,30 @@ def compute_chunked_digests(
     return digests
 
 
+def chunk_digests(
+    ranges: FileRanges, offset: int, length: int, algorithms: Sequence[ContentDigest]
+) -> list[list[bytes]]:
+    """Digests of the chunks of `length` bytes at `offset` of the file, cut from `offset` on; one list per algorithm.
+
+    For a caller that hashes a section piece by piece as it becomes final (the APK signer hashes what it has
+    written while it goes on copying); every piece but the section's last must be a whole number of chunks.
+    """
+    return _hash_range(ranges, (offset, None, length, -(-length // CHUNK_SIZE)), [a.hash_name for a in algorithms])
+
+
+def bytes_chunk_digests(data: bytes, algorithms: Sequence[ContentDigest]) -> list[list[bytes]]:
+    """`chunk_digests` of an in-memory section (a central directory, an end record)."""
+    return _hash_range(None, (0, data, len(data), -(-len(data) // CHUNK_SIZE)), [a.hash_name for a in algorithms])
+
+
+def combine_chunk_digests(algorithm: ContentDigest, digests: Sequence[bytes]) -> bytes:
+    """The content digest over the chunk digests of all three sections, in order."""
+    top = hashlib.new(algorithm.hash_name)
+    top.update(b"\x5a" + struct.pack("<I", len(digests)))
+    top.update(b"".join(digests))
+    return top.digest()
+
+
 def _plan_jobs(sections: DigestedSections) -> list[tuple[int, bytes | None, int, int]]:
     """Split the sections into jobs of whole chunks: (offset, in-memory bytes or None, length, chunk count)."""
     jobs: list[tuple[int, bytes | None, int, int]] = []
@@ -91,7 +115,7 @@ def _plan_jobs(sections: DigestedSections) -> list[tuple[int, bytes | None, int,
 
 
 def _hash_range(
-    ranges: FileRanges, job: tuple[int, bytes | None, int, int], hash_names: list[str]
+    ranges: FileRanges | None, job: tuple[int, bytes | None, int, int], hash_names: list[str]
 ) -> list[list[bytes]]:
     offset, data, length, _ = job
     out: list[list[bytes]] = [[] for _ in hash_names]
@@ -103,6 +127,7 @@ def _hash_range(
             with memoryview(data) as whole, whole[window_start : window_start + window_length] as view:
                 _hash_window(view, constructors, out)
         else:
+            assert ranges is not None
             with ranges.view(offset + window_start, window_length) as view:
                 _hash_window(view, constructors, out)
     return out

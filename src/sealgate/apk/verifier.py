@@ -546,3 +546,20 @@ def _signers_at(
     if v1 is not None:
         return Scheme.V1, tuple(s.certificate for s in v1.signers if s.certificate is not None), None
     return None, (), None
+
+
+def judge_scheme_results(report: ApkVerification, archive: ZipArchive) -> None:
+    """The verdict and the identity for scheme results that were checked outside `verify_apk`, by its own rules.
+
+    The APK signer checks the signatures it has just written against the digests it computed while writing them
+    (hashing a gigabyte again to learn what it already knows would double the cost of signing); the cross-scheme
+    rules and the naming of the signers must still be this module's, so that no second code path says who signed
+    an APK.
+    """
+    _collect(report)
+    if not report.errors:
+        _check_cross_scheme(report)
+    if not report.errors:
+        _check_min_scheme_for_target_sdk(report, archive)
+    if not report.errors:
+        _name_signers(report)

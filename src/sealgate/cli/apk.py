@@ -327,6 +327,12 @@ def lineage_rotate_command(
 @click.option("--v31", type=_ON_OFF, default="off", show_default=True, help="v3.1 block with the rotated key.")
 @click.option("--rotation-min-sdk", type=click.IntRange(min=33), help="First API level of the v3.1 key (33).")
 @_PASSPHRASE_FD
+@click.option(
+    "--verify",
+    "verify_output",
+    is_flag=True,
+    help="Verify OUT with the full verifier (every byte hashed again) instead of the signer's self-check.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the verification of the signed APK as JSON.")
 def sign_command(
     input_apk: Path,
@@ -343,12 +349,15 @@ def sign_command(
     v31: str,
     rotation_min_sdk: int | None,
     passphrase_fd: int | None,
+    verify_output: bool,
     as_json: bool,
 ) -> int:
-    """Sign IN into OUT with keys from a keystore (or tokens), then verify OUT before it replaces anything.
+    """Sign IN into OUT with keys from a keystore (or tokens), and check OUT before it replaces anything.
 
     Like apksigner: v2 and v3 by default, v1 when the APK installs below API 24, stored entries aligned (native
-    libraries to 16 KiB pages). The same input and RSA key always give the same bytes.
+    libraries to 16 KiB pages). The same input and RSA key always give the same bytes. The check re-reads the
+    ZIP structure, signatures and signing identity of OUT and what was written after hashing; --verify runs the
+    full verifier instead.
     """
     from sealgate.apk.signing import ApkSigningOptions, sign_apk
 
@@ -363,6 +372,7 @@ def sign_command(
         max_sdk=max_sdk,
         lineage=_read_lineage(lineage_file) if lineage_file is not None else None,
         rotation_min_sdk=rotation_min_sdk,
+        verify_output=verify_output,
     )
     with contextlib.ExitStack() as stack:
         signers = _load_signers(stack, keystore, keys, uris, passphrase_fd)

@@ -7,33 +7,52 @@ Bad input never produces a traceback: a `SealgateError` becomes a one-line messa
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import click
 
 from sealgate import __version__
-from sealgate.cli.apk import apk
-from sealgate.cli.bundle import bundle
-from sealgate.cli.keys import keys
-from sealgate.cli.record import record
-from sealgate.cli.sign import sign
 from sealgate.errors import SealgateError, UsageError
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+#: Subcommands by name: "module:attribute" of their click command, imported when the command runs (or --help lists
+#: them), so that `sealgate apk sign` does not pay for loading the bundle, device and keystore-ceremony code.
+LAZY_COMMANDS = {
+    "apk": "sealgate.cli.apk:apk",
+    "keys": "sealgate.cli.keys:keys",
+    "bundle": "sealgate.cli.bundle:bundle",
+    "sign": "sealgate.cli.sign:sign",
+    "record": "sealgate.cli.record:record",
+    "device": "sealgate.cli.device:device",
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose `LAZY_COMMANDS` are imported on first use; `add_command` still works for eager ones."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is None and cmd_name in LAZY_COMMANDS:
+            module_name, _, attribute = LAZY_COMMANDS[cmd_name].partition(":")
+            loaded = getattr(importlib.import_module(module_name), attribute)
+            if not isinstance(loaded, click.Command):
+                raise TypeError(f"{LAZY_COMMANDS[cmd_name]} is not a click command")
+            command = loaded
+            self.add_command(command, cmd_name)
+        return command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="sealgate")
 def cli() -> None:
     """sealgate: the release-and-update trust chain of an Android distribution."""
-
-
-cli.add_command(apk)
-cli.add_command(keys)
-cli.add_command(bundle)
-cli.add_command(sign)
-cli.add_command(record)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,14 +3,17 @@
 The steps are apksigner's, arranged so that the APK is read and written once and never held in memory:
 
 1. open the input strictly (an APK Android would refuse is refused here too) and settle the schemes and signers;
-2. copy the entries into a temporary file beside the output, re-aligned; meanwhile the JAR digests of their
-   uncompressed data are computed on the other cores;
-3. add the JAR signature (v1), pad the entries to a 4096-byte page, and lay out the central directory;
-4. hash the output with the verifier's own chunked-digest code (parallel, zero-copy) and sign the v2, v3 and v3.1
-   blocks over those digests, then write the APK Signing Block, the central directory and the end record;
-5. verify the result with `verify_apk` over the same SDK window, check it names exactly the signers (and lineage)
-   that were meant, fsync it (it has been flushed in the background since the copy began) and only then rename
-   it into place.
+2. copy the entries into a temporary file beside the output, re-aligned; meanwhile the other cores compute the JAR
+   digests of their uncompressed data and the v2/v3 chunk digests of the output, each chunk as soon as the copy has
+   passed it (`streaming_digest`);
+3. add the JAR signature (v1), pad the entries to a 4096-byte page, lay out the central directory, and hash what
+   is left: the last chunks, the central directory and the end record;
+4. sign the v2, v3 and v3.1 blocks over those digests, then write the APK Signing Block, the central directory and
+   the end record;
+5. check the result (`self_check`: strict ZIP structure, the blocks' signatures and digests, the JAR files, the
+   identity by the verifier's rules, without hashing the gigabytes again; or the full `verify_apk` with
+   `verify_output`), check it names exactly the signers (and lineage) that were meant, fsync it (it has been
+   flushed in the background since the copy began) and only then rename it into place.
 
 A failure at any step leaves no output file behind. Given the same input and keys the output is byte-identical,
 except for the randomized signatures of ECDSA and DSA keys: no clock is read, and new entries carry the newest
@@ -24,7 +27,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from sealgate.apk.algorithms import ContentDigest
-from sealgate.apk.content_digest import DigestedSections, compute_chunked_digests
+from sealgate.apk.content_digest import bytes_chunk_digests
 from sealgate.apk.lineage import Lineage
 from sealgate.apk.manifest import read_manifest
 from sealgate.apk.signing import block, jar
@@ -39,6 +42,8 @@ from sealgate.apk.signing.options import (
     plan_signing,
 )
 from sealgate.apk.signing.output import AtomicOutput
+from sealgate.apk.signing.self_check import WrittenApk, check_output
+from sealgate.apk.signing.streaming_digest import HeadDigests, StreamingDigest, file_chunk_digests
 from sealgate.apk.signing.writer import Layout, ZipWriter
 from sealgate.apk.verifier import ApkVerification, verify_apk
 from sealgate.errors import ApkFormatError, ApkSigningError, ZipFormatError
@@ -59,12 +64,12 @@ def sign_apk(
     signers: Sequence[Signer],
     options: ApkSigningOptions = ApkSigningOptions(),  # noqa: B008 - frozen, so sharing the default is safe
 ) -> ApkVerification:
-    """Sign `input_path` into `output_path` and return our verifier's report on the result.
+    """Sign `input_path` into `output_path` and return the report on the result (see `self_check`).
 
     `signers` are independent v1/v2 signers, or with `options.lineage` points of the rotation history (oldest
     first; the oldest signs v1/v2, the newest v3). Raises UsageError for options that cannot work, ApkFormatError
     for an input that is not an APK Android would install, and ApkSigningError when the output cannot be written
-    or does not verify; in every such case nothing is left at `output_path` (an existing file stays as it was).
+    or fails its check; in every such case nothing is left at `output_path` (an existing file stays as it was).
     """
     archive = _open(input_path)
     with archive:
@@ -76,12 +81,15 @@ def sign_apk(
             block_algorithm(signer)
         with AtomicOutput(output_path) as output:
             try:
-                _write_signed(archive, output, plan, jar_signers, options)
+                written = _write_signed(archive, output, plan, jar_signers, options)
+                if options.verify_output:
+                    report = verify_apk(output.temp_path, min_sdk=plan.min_sdk, max_sdk=plan.max_sdk)
+                else:
+                    report = check_output(output.temp_path, plan, written)
             except OSError as exc:
                 raise ApkSigningError(
                     f"cannot sign {os.fspath(input_path)} into {output.path}: {exc.strerror}"
                 ) from exc
-            report = verify_apk(output.temp_path, min_sdk=plan.min_sdk, max_sdk=plan.max_sdk)
             _check_result(report, plan)
             output.commit()
     report.path = os.fspath(output_path)
@@ -109,37 +117,104 @@ def _write_signed(
     plan: SigningPlan,
     jar_signers: list[jar.JarSigner],
     options: ApkSigningOptions,
-) -> None:
+) -> WrittenApk:
     out_fd = output.fd
     kept = _kept_entries(archive)
-    writer = ZipWriter(archive, out_fd, alignment=options.alignment, page_alignment=options.page_alignment)
+    block_signers = _block_signers(plan)
+    needed = sorted({item.algorithm.apk.content_digest for items in block_signers for item in items}, key=int)
+    signs_blocks = plan.v2 or plan.v3
     with ThreadPoolExecutor(
         max_workers=min(os.cpu_count() or 1, _MAX_DIGEST_WORKERS), thread_name_prefix="apk-sign"
     ) as pool:
+        # The JAR digests of the input's entries and the v2/v3 chunks of the output are hashed on the other
+        # cores while this thread copies: the chunks as soon as the copy has passed them.
+        stream = StreamingDigest(out_fd, needed if signs_blocks else (), pool)
+        writer = ZipWriter(
+            archive, out_fd, alignment=options.alignment, page_alignment=options.page_alignment, progress=stream.advance
+        )
         digests: list[Future[list[tuple[str, bytes]]]] = []
         digest_name = ""
         if jar_signers:
             digest_name = jar.content_digest_name(signer.algorithm for signer in jar_signers)
             digests = [pool.submit(jar.digest_batch, archive, batch, digest_name) for batch in jar.entry_batches(kept)]
-        # The disk writes the output while it is copied, hashed, signed and verified, not after.
+        # The disk writes the output while it is copied, hashed, signed and checked, not after.
         output.start_writeback()
         try:
             writer.copy_entries(kept)
             entry_digests = dict(pair for future in digests for pair in future.result())
+            files: list[tuple[str, bytes]] = []
+            if jar_signers:
+                source_manifest = _source_manifest(archive)
+                files = jar.sign_jar(jar_signers, entry_digests, digest_name, plan.scheme_ids, source_manifest)
+                for name, data in files:
+                    writer.add_deflated(name, data)
+            layout = writer.layout(page_align=signs_blocks)
+            signing_block: bytes | None = None
+            head: HeadDigests | None = None
+            content_digests: dict[ContentDigest, bytes] = {}
+            if signs_blocks:
+                writer.write_at(layout.entries_end, bytes(layout.before_block - layout.entries_end))
+                head, content_digests = _finish_digests(stream, out_fd, layout)
+                signing_block = _signing_block(plan, block_signers, content_digests)
+                tail = signing_block + layout.central_directory
+                writer.write_at(
+                    layout.before_block, tail + layout.eocd_with_cd_offset(layout.before_block + len(signing_block))
+                )
+            else:
+                cd_offset = layout.entries_end
+                writer.write_at(cd_offset, layout.central_directory + layout.eocd_with_cd_offset(cd_offset))
         finally:
             for future in digests:
                 future.cancel()
-    if jar_signers:
-        source_manifest = _source_manifest(archive)
-        files = jar.sign_jar(jar_signers, entry_digests, digest_name, plan.scheme_ids, source_manifest)
-        for name, data in files:
-            writer.add_deflated(name, data)
-    signs_blocks = plan.v2 or plan.v3
-    layout = writer.layout(page_align=signs_blocks)
-    if signs_blocks:
-        _write_signing_block(writer, out_fd, layout, plan)
-    else:
-        writer.write_at(layout.entries_end, layout.central_directory + layout.eocd_with_cd_offset(layout.entries_end))
+            stream.cancel()
+    return WrittenApk(
+        layout=layout,
+        signed_entries=tuple(entry_digests),
+        jar_files=tuple(files),
+        jar_signers=tuple(jar_signers),
+        signing_block=signing_block,
+        head=head,
+        digests=content_digests,
+    )
+
+
+def _finish_digests(
+    stream: StreamingDigest, out_fd: int, layout: Layout
+) -> tuple[HeadDigests, dict[ContentDigest, bytes]]:
+    """Hash what the copy left (the last chunks, with the JAR files), the central directory and the end record."""
+    # The tail is hashed by this thread while the pool finishes the chunks the copy passed.
+    algorithms = stream.algorithms
+    start = stream.submitted
+    tail = [
+        file_chunk_digests(out_fd, start, layout.before_block - start, algorithms),
+        bytes_chunk_digests(layout.central_directory, algorithms),
+        bytes_chunk_digests(layout.eocd_with_cd_offset(layout.before_block), algorithms),
+    ]
+    head = stream.head()
+    return head, head.content_digests(tail)
+
+
+_BlockSigners = tuple[list[block.BlockSigner], list[block.BlockSigner], list[block.BlockSigner]]
+
+
+def _block_signers(plan: SigningPlan) -> _BlockSigners:
+    """The v2, v3 and v3.1 signers, each with the algorithm its key signs blocks with."""
+    return (
+        [block.BlockSigner(signer, block_algorithm(signer)) for signer in plan.v2_signers],
+        [_v3_block_signer(record) for record in plan.v3_signers],
+        [_v3_block_signer(record) for record in plan.v31_signers],
+    )
+
+
+def _signing_block(plan: SigningPlan, signers: _BlockSigners, digests: dict[ContentDigest, bytes]) -> bytes:
+    v2_signers, v3_signers, v31_signers = signers
+    return block.signing_block(
+        block.scheme_pairs(
+            block.v2_block(v2_signers, digests, v3_signed=plan.v3) if v2_signers else None,
+            block.v3_block(v31_signers, digests) if v31_signers else None,
+            block.v3_block(v3_signers, digests) if v3_signers else None,
+        )
+    )
 
 
 def _jar_signers(plan: SigningPlan) -> list[jar.JarSigner]:
@@ -155,31 +230,6 @@ def _source_manifest(archive: ZipArchive) -> bytes | None:
     if entry is None:
         return None
     return archive.read(entry, max_size=_MAX_SOURCE_MANIFEST)
-
-
-def _write_signing_block(writer: ZipWriter, out_fd: int, layout: Layout, plan: SigningPlan) -> None:
-    """Hash the output as the verifier will, sign the blocks, and lay out block, central directory, end record."""
-    start = layout.before_block
-    writer.write_at(layout.entries_end, bytes(start - layout.entries_end))
-    # The central directory goes where the signing block will be, just long enough to be hashed from the file.
-    writer.write_at(start, layout.central_directory)
-    v2_signers = [block.BlockSigner(signer, block_algorithm(signer)) for signer in plan.v2_signers]
-    v3_signers = [_v3_block_signer(record) for record in plan.v3_signers]
-    v31_signers = [_v3_block_signer(record) for record in plan.v31_signers]
-    needed = sorted({item.algorithm.apk.content_digest for item in (*v2_signers, *v3_signers, *v31_signers)}, key=int)
-    sections = DigestedSections(
-        out_fd, (0, start), (start, len(layout.central_directory)), layout.eocd_with_cd_offset(start)
-    )
-    digests: dict[ContentDigest, bytes] = compute_chunked_digests(sections, needed)
-    signing_block = block.signing_block(
-        block.scheme_pairs(
-            block.v2_block(v2_signers, digests, v3_signed=plan.v3) if v2_signers else None,
-            block.v3_block(v31_signers, digests) if v31_signers else None,
-            block.v3_block(v3_signers, digests) if v3_signers else None,
-        )
-    )
-    cd_offset = start + len(signing_block)
-    writer.write_at(start, signing_block + layout.central_directory + layout.eocd_with_cd_offset(cd_offset))
 
 
 def _v3_block_signer(record: V3Signer) -> block.BlockSigner:

@@ -53,6 +53,8 @@ class ApkSigningOptions:
     alignment: int = 4
     #: Alignment of STORED native libraries (*.so), so the platform can map them in place on 16 KiB-page devices.
     page_alignment: int = 16384
+    #: Verify the output with the full `verify_apk` (every byte hashed again) instead of the signer's self-check.
+    verify_output: bool = False
 
 
 @dataclass(frozen=True)

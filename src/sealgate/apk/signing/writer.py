@@ -18,7 +18,7 @@ import errno
 import os
 import struct
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from sealgate.apk.signing.align import aligned_extra, entry_alignment
@@ -39,6 +39,8 @@ _FLAG_UTF8 = 0x0800
 _METHOD_DEFLATED = 8
 #: Copies fall back to pread/pwrite in pieces of this size where copy_file_range cannot be used.
 _COPY_CHUNK = 4 * 1024 * 1024
+#: Longest single copy: after each, `progress` learns how far the output is final, so it can be hashed meanwhile.
+_COPY_STEP = 16 * 1024 * 1024
 _COPY_FALLBACK_ERRNOS = {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EPERM, errno.EBADF}
 
 
@@ -61,11 +63,24 @@ class Layout:
 
 
 class ZipWriter:
-    """Writes the output APK into `out_fd` (a new, empty file), tracking the offset; positional writes only."""
+    """Writes the output APK into `out_fd` (a new, empty file), tracking the offset; positional writes only.
 
-    def __init__(self, archive: ZipArchive, out_fd: int, *, alignment: int, page_alignment: int) -> None:
+    Entries are written front to back and never touched again, so every byte before `offset` is final; `progress`
+    is told the new offset after each step of the copy.
+    """
+
+    def __init__(
+        self,
+        archive: ZipArchive,
+        out_fd: int,
+        *,
+        alignment: int,
+        page_alignment: int,
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
         self._archive = archive
         self._fd = out_fd
+        self._progress = progress
         self._alignment = alignment
         self._page_alignment = page_alignment
         self._offset = 0
@@ -179,7 +194,7 @@ class ZipWriter:
                 copied = self._copy_by_reading(source, source_offset, min(length, _COPY_CHUNK))
             else:
                 try:
-                    copied = os.copy_file_range(source, self._fd, length, source_offset, self._offset)
+                    copied = os.copy_file_range(source, self._fd, min(length, _COPY_STEP), source_offset, self._offset)
                 except OSError as exc:
                     if exc.errno not in _COPY_FALLBACK_ERRNOS:
                         raise
@@ -190,6 +205,8 @@ class ZipWriter:
             source_offset += copied
             self._offset += copied
             length -= copied
+            if self._progress is not None:
+                self._progress(self._offset)
 
     def _copy_by_reading(self, source: int, source_offset: int, length: int) -> int:
         data = os.pread(source, length, source_offset)

@@ -1,0 +1,197 @@
+"""`sealgate device ...`: a simulated phone that publishers use in tests and CI to see what devices will do.
+
+`install` and `check` print one verdict and exit 0 when it is accepted, 1 when it is refused (an APK that is not an
+APK at all is refused too), 2 on a usage error; with --json the verdict is the object
+{"package", "accepted", "action", "reason"} that scripts depend on.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from pathlib import Path
+
+import click
+
+from sealgate.device import AllowedStore, Decision, Device
+from sealgate.device.stores import signing_certificates_digest
+from sealgate.errors import DeviceError, FormatError, UsageError
+
+EXIT_ACCEPTED = 0
+EXIT_REFUSED = 1
+
+_DIR = click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+_APK = click.argument("apk", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+_JSON = click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+_AS_STORE = click.option(
+    "--as-store", metavar="PKG", help="Ask as this installed store (it must be on the allow-list); default: the user."
+)
+_CONFIRM = click.option("--confirm", is_flag=True, help="The user answers yes to the confirmation screen.")
+_DOWNGRADE = click.option(
+    "--allow-downgrade", is_flag=True, help="Request a versionCode downgrade (granted only for a debuggable app)."
+)
+
+
+@click.group()
+def device() -> None:
+    """Simulate a phone's install decisions: signer checks, SDK and ABI rules, the privileged installer."""
+
+
+def _open(directory: Path) -> Device:
+    try:
+        return Device.open(directory)
+    except DeviceError as exc:
+        raise UsageError(str(exc)) from exc
+
+
+def _emit(decision: Decision, as_json: bool) -> int:
+    if as_json:
+        click.echo(json.dumps(decision.to_json(), ensure_ascii=False))
+    else:
+        verdict = f"accepted ({decision.action})" if decision.accepted and decision.action else "accepted"
+        click.echo(f"{verdict if decision.accepted else 'REFUSED'} [{decision.code}]: {decision.reason}")
+    return EXIT_ACCEPTED if decision.accepted else EXIT_REFUSED
+
+
+@device.command("init")
+@_DIR
+@click.option("--sdk", type=click.IntRange(min=1), default=34, show_default=True, help="The device's API level.")
+@click.option(
+    "--abi", "abis", multiple=True, metavar="ABI", help="A CPU ABI the device runs (repeatable; default arm64-v8a)."
+)
+@click.option(
+    "--store",
+    "stores",
+    multiple=True,
+    metavar="PKG=SHA256[:MODE]",
+    help="Allow-list entry of the privileged installer: package name, SHA-256 of its signing certificates, and "
+    "mode privileged (default) or user-confirmed. Repeatable.",
+)
+@_JSON
+def init_command(directory: Path, sdk: int, abis: tuple[str, ...], stores: tuple[str, ...], as_json: bool) -> int:
+    """Make a new device in DIRECTORY."""
+    try:
+        entries = tuple(AllowedStore.parse(text) for text in stores)
+        made = Device.init(directory, sdk=sdk, abis=abis or ("arm64-v8a",), stores=entries)
+    except DeviceError as exc:  # a bad entry, or a directory that already holds a device
+        raise UsageError(str(exc)) from exc
+    with made as dev:
+        document = {
+            "directory": str(directory),
+            "sdk": dev.profile.sdk,
+            "abis": list(dev.profile.abis),
+            "stores": [{"package": s.package, "cert_sha256": s.cert_sha256, "mode": s.mode.value} for s in entries],
+        }
+    if as_json:
+        click.echo(json.dumps(document))
+    else:
+        click.echo(f"device at {directory}: API level {sdk}, ABIs {' '.join(dev.profile.abis)}")
+        for entry in entries:
+            click.echo(f"  allowed store {entry.package} ({entry.mode.value}) {entry.cert_sha256}")
+    return EXIT_ACCEPTED
+
+
+def _decide(
+    directory: Path, apk: Path, as_store: str | None, confirm: bool, allow_downgrade: bool, write: bool
+) -> Decision:
+    with _open(directory) as dev:
+        try:
+            if write:
+                return dev.install(apk, as_store=as_store, confirm=confirm, allow_downgrade=allow_downgrade)
+            return dev.check(apk, as_store=as_store, confirm=confirm, allow_downgrade=allow_downgrade)
+        except FormatError as exc:  # not an APK the device can even read: refused, not a usage error
+            return Decision(None, False, None, f"{apk}: {exc}", "MALFORMED_APK")
+
+
+@device.command("install")
+@_DIR
+@_APK
+@_AS_STORE
+@_CONFIRM
+@_DOWNGRADE
+@_JSON
+def install_command(
+    directory: Path, apk: Path, as_store: str | None, confirm: bool, allow_downgrade: bool, as_json: bool
+) -> int:
+    """Install or update APK on the device, if its rules accept it."""
+    return _emit(_decide(directory, apk, as_store, confirm, allow_downgrade, write=True), as_json)
+
+
+@device.command("check")
+@_DIR
+@_APK
+@_AS_STORE
+@_CONFIRM
+@_DOWNGRADE
+@_JSON
+def check_command(
+    directory: Path, apk: Path, as_store: str | None, confirm: bool, allow_downgrade: bool, as_json: bool
+) -> int:
+    """Would this install or update be accepted, and why (changes nothing)."""
+    return _emit(_decide(directory, apk, as_store, confirm, allow_downgrade, write=False), as_json)
+
+
+@device.command("uninstall")
+@_DIR
+@click.argument("package")
+@_JSON
+def uninstall_command(directory: Path, package: str, as_json: bool) -> int:
+    """Remove PACKAGE; a later install of it is a first install again."""
+    with _open(directory) as dev:
+        return _emit(dev.uninstall(package), as_json)
+
+
+@device.command("auto-update")
+@_DIR
+@click.argument("store")
+@click.argument("setting", type=click.Choice(["on", "off"]))
+@_CONFIRM
+@_JSON
+def auto_update_command(directory: Path, store: str, setting: str, confirm: bool, as_json: bool) -> int:
+    """Turn a store's automatic updates on (the user must --confirm) or off."""
+    with _open(directory) as dev:
+        try:
+            decision = dev.set_auto_update(store, setting == "on", confirm=confirm)
+        except DeviceError as exc:
+            raise UsageError(str(exc)) from exc
+        return _emit(decision, as_json)
+
+
+@device.command("list")
+@_DIR
+@_JSON
+def list_command(directory: Path, as_json: bool) -> int:
+    """The installed packages, their versionCode, signers, lineage and installer of record."""
+    with _open(directory) as dev:
+        packages = dev.packages()
+        stores = dev.stores()
+    if as_json:
+        rows = [
+            {
+                "package": p.package,
+                "version_code": p.version_code,
+                "signers": [c.sha256 for c in p.identity.signers],
+                "lineage": p.identity.lineage.to_json() if p.identity.lineage is not None else None,
+                "allow_list_digest": signing_certificates_digest(p.identity),
+                "installer": p.installer,
+                "installed_at": p.installed_at,
+                "updated_at": p.updated_at,
+                "shared_user_id": p.shared_user_id,
+            }
+            for p in packages
+        ]
+        allowed = [
+            {"package": s.package, "cert_sha256": s.cert_sha256, "mode": s.mode.value, "auto_update": s.auto_update}
+            for s in stores
+        ]
+        click.echo(json.dumps({"packages": rows, "stores": allowed}, ensure_ascii=False))
+        return EXIT_ACCEPTED
+    for p in packages:
+        when = datetime.datetime.fromtimestamp(p.updated_at, datetime.UTC).strftime("%Y-%m-%d %H:%M")
+        signers = " ".join(c.sha256[:16] for c in p.identity.signers)
+        click.echo(f"{p.package} {p.version_code}  signer {signers}  by {p.installer or 'the user'}  {when}")
+    for store in stores:
+        click.echo(f"store {store.package} ({store.mode.value}): auto-update {'on' if store.auto_update else 'off'}")
+    if not packages:
+        click.echo("no packages installed")
+    return EXIT_ACCEPTED
