@@ -10,9 +10,10 @@ the shared vectors. The unsigned APK is bench_verify's (a real unsigned APK from
 
 Both tools sign it with v1, v2 and v3 and an RSA-2048 key: apksigner from a PKCS#8 file, sealgate from an encrypted
 keystore. What each run includes is what a user waits for: start-up, for sealgate decrypting the key (scrypt),
-verifying the signed APK with its own verifier, and fsyncing it before the rename (apksigner neither verifies nor
-fsyncs; its output is still being written back to disk when it exits). Dirty pages are flushed (untimed) before
-every run so no run pays for the previous one, runs alternate between the tools, and the best of --runs counts.
+its self-check of the signed APK (structure, signatures, identity; `--verify` would re-hash everything), and
+fsyncing it before the rename (apksigner neither checks nor fsyncs; its output is still being written back to
+disk when it exits). Dirty pages are flushed (untimed) before every run so no run pays for the previous one, runs
+alternate between the tools, and the best of --runs counts.
 The table gives the speed-up over apksigner and sealgate's peak RSS; each tool's output is then checked by the
 other tool's verifier. On a slow disk the fsync of a 1 GB file dominates: --workdir on a tmpfs shows the compute.
 """

@@ -16,14 +16,18 @@ from sealgate.apk.verifier import verify_apk
 from sealgate.cli.main import main
 
 
-def test_v31_signer_starting_above_the_window_is_refused() -> None:
-    # The v3.1 signer starts at SDK 34; on a window ending at 33 apksig checks v3.1 from the window's top and
-    # refuses, rather than naming a signer no platform in the window would use.
+def test_v31_signer_starting_above_the_window_is_not_used() -> None:
+    # The v3.1 signer starts at SDK 34. On a window ending at 33 no platform picks it: Android 13 verifies the v3
+    # block, so the APK installs with the v3 (pre-rotation) signer. apksig refuses this window outright; an earlier
+    # version of ours accepted it but named the v3.1 signer, which no platform in the window uses.
     apk = vectors_path("apksig", "files", "v31-rsa-2048_2-tgt-34-1-tgt-28.apk")
     report = verify_apk(apk, max_sdk=33)
-    assert not report.verified
-    assert "V3_MISSING_SDK_VERSIONS" in {issue.code for issue in report.errors}
-    assert verify_apk(apk).verified
+    assert report.verified, [issue.code for issue in report.errors]
+    assert [c.subject for c in report.signers] == ["CN=rsa-2048"]
+    assert report.identity_at(33).signers == report.identity_at(28).signers
+    full = verify_apk(apk)
+    assert [c.subject for c in full.signers] == ["CN=rsa-2048_2"]
+    assert full.identity_at(34).signers == tuple(full.signers)
 
 
 def test_overlapping_records_cannot_amplify_a_zip_bomb(tmp_path: Path) -> None:

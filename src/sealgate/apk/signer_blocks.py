@@ -67,3 +67,17 @@ def planned_content_digests(scheme: Scheme, block: bytes, min_sdk: int, max_sdk:
     except Truncated:
         pass
     return planned
+
+
+def v3_signer_sdk_ranges(block: bytes) -> list[tuple[int, int]]:
+    """The (minSdk, maxSdk) each signer of a v3/v3.1 block declares, read from the layout alone."""
+    ranges: list[tuple[int, int]] = []
+    try:
+        signers = BinaryReader(block).slice()
+        while signers.remaining:
+            signer = signers.slice()
+            signer.slice()  # signed data
+            ranges.append((signer.i32(), signer.i32()))
+    except Truncated:
+        pass
+    return ranges

@@ -24,7 +24,7 @@ from sealgate.apk.algorithms import ContentDigest
 from sealgate.apk.content_digest import DigestedSections, compute_chunked_digests
 from sealgate.apk.manifest import AndroidManifest, read_manifest
 from sealgate.apk.report import Issue, Scheme, SchemeResult
-from sealgate.apk.signer_blocks import MIN_SDK_WITH_V31_SUPPORT, planned_content_digests
+from sealgate.apk.signer_blocks import MIN_SDK_WITH_V31_SUPPORT, planned_content_digests, v3_signer_sdk_ranges
 from sealgate.apk.signing_block import V2_BLOCK_ID, V3_BLOCK_ID, V31_BLOCK_ID, SigningBlock, locate_signing_block
 from sealgate.errors import ApkFormatError, UsageError, ZipFormatError
 from sealgate.ziparchive import EOCD_SIZE, ZipArchive
@@ -217,6 +217,8 @@ class _SchemePlan:
     found: set[int] = field(default_factory=set)
     digests: set[ContentDigest] = field(default_factory=set)
     v31_without_v3: bool = False
+    #: Where a v3.1 block's rotation starts when the window ends below it (the block itself is then not used).
+    rotation_min_sdk: int | None = None
 
 
 def _plan_schemes(block: SigningBlock, min_sdk: int, max_sdk: int) -> _SchemePlan:
@@ -228,7 +230,13 @@ def _plan_schemes(block: SigningBlock, min_sdk: int, max_sdk: int) -> _SchemePla
         Scheme.V2: (max(min_sdk, ANDROID_N), max_sdk),
     }
     if max_sdk >= MIN_SDK_WITH_V31_SUPPORT and (v31 := block.find(V31_BLOCK_ID)) is not None:
-        plan.blocks.append((Scheme.V31, v31))
+        starts = [low for low, _ in v3_signer_sdk_ranges(v31)]
+        if starts and min(starts) > max_sdk:
+            # Every v3.1 signer targets a platform above the window: those platforms pick no v3.1 signer and use
+            # the v3 block, as Android 13 does for a rotation that starts at 34 (apksig refuses this window).
+            plan.rotation_min_sdk = min(starts)
+        else:
+            plan.blocks.append((Scheme.V31, v31))
     if max_sdk >= ANDROID_P:
         if (v3 := block.find(V3_BLOCK_ID)) is not None:
             plan.blocks.append((Scheme.V3, v3))
@@ -257,7 +265,7 @@ def _verify_signatures(
             )
         )
     phases: list[BlockVerification] = []
-    rotation_min_sdk: int | None = None
+    rotation_min_sdk: int | None = plan.rotation_min_sdk
     found_before_v2 = frozenset(plan.found - {int(Scheme.V2)})
     for scheme, value in plan.blocks:
         if scheme is Scheme.V31:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -214,18 +213,19 @@ def _check_jar(
 
 
 def _check_signature_file(signature_file: bytes, manifest: bytes, block_name: str) -> None:
+    """The .SF must digest the manifest that was written (SHA-256, or SHA-1 for the oldest platforms)."""
     main, _ = jar_manifest.parse(signature_file)
-    named = [
-        (algorithm, main.get(f"{algorithm}-Digest-Manifest")) for algorithm in ("SHA-256", "SHA1") if main is not None
-    ]
-    hashes = {"SHA-256": hashlib.sha256, "SHA1": hashlib.sha1}
-    for algorithm, value in named:
-        if value is not None and value == base64.b64encode(hashes[algorithm](manifest).digest()).decode("ascii"):
+    for attribute, hash_function in (
+        ("SHA-256-Digest-Manifest", hashlib.sha256),
+        ("SHA1-Digest-Manifest", hashlib.sha1),
+    ):
+        value = main.get(attribute) if main is not None else None
+        if value is not None and value == base64.b64encode(hash_function(manifest).digest()).decode("ascii"):
             return
     raise _failed(f"the .SF beside {block_name} does not digest the manifest that was written")
 
 
-def _jar_window(plan: SigningPlan, found: Sequence[int] | set[int]) -> tuple[int, int] | None:
+def _jar_window(plan: SigningPlan, found: set[int]) -> tuple[int, int] | None:
     """The levels on which the verifier checks the JAR signature (its `_jar_window` rule)."""
     if plan.min_sdk < ANDROID_N or not found:
         return plan.min_sdk, plan.max_sdk
