@@ -31,6 +31,7 @@ from types import TracebackType
 from typing import IO, Any, Literal
 
 from sealgate.custody.record import RecordEntry
+from sealgate.durable import fsync_directory, unique_keys
 from sealgate.errors import BundleError, RecordError, ZipFormatError
 from sealgate.signing import SigningAlgorithm
 from sealgate.ziparchive import ZipArchive, ZipEntry
@@ -460,19 +461,6 @@ def check_name(value: object, where: str = "name") -> str:
     return name
 
 
-class _DuplicateKey(BundleError):
-    pass
-
-
-def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise _DuplicateKey(f"the manifest has the key {key!r} twice in one object")
-        result[key] = value
-    return result
-
-
 def _no_constant(name: str) -> Any:
     raise BundleError(f"the manifest contains {name}, which is not JSON")
 
@@ -483,7 +471,7 @@ def parse_manifest(data: bytes) -> Any:
     except UnicodeDecodeError as exc:
         raise BundleError("the bundle's manifest.json is not UTF-8") from exc
     try:
-        return json.loads(text, object_pairs_hook=_pairs, parse_constant=_no_constant)
+        return json.loads(text, object_pairs_hook=unique_keys, parse_constant=_no_constant)
     except ValueError as exc:
         raise BundleError(f"the bundle's manifest.json is not valid JSON: {exc}") from exc
 
@@ -725,19 +713,6 @@ def _add_member(archive: zipfile.ZipFile, member: _Member) -> None:
             dest.write(chunk)
     if copied != member.size or digest.hexdigest() != member.sha256:
         raise BundleError(f"{member.path} changed while the bundle was being written; create the bundle again")
-
-
-def fsync_directory(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def hash_file(path: Path) -> tuple[str, int]:

@@ -49,6 +49,7 @@ from cryptography.hazmat.primitives.padding import PKCS7
 from sealgate.apk.certificate import Certificate
 from sealgate.custody.roles import KeySpec, RoleSpec, select_roles, self_signed_certificate
 from sealgate.custody.roles import role as role_spec
+from sealgate.durable import fsync_directory
 from sealgate.errors import KeystoreError, KeystoreLockedError, UsageError
 from sealgate.signing import PrivateKeySigner, SigningAlgorithm
 
@@ -659,11 +660,7 @@ def atomic_write(path: Path, data: bytes, *, mode: int = 0o600) -> None:
             os.close(fd)
         os.replace(tmp_path, path)
         tmp_path = None
-        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        fsync_directory(directory)
     except OSError as exc:
         hint = " (the disk is full)" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else ""
         raise KeystoreError(

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sealgate.durable import DuplicateKeyError, fsync_directory, unique_keys
 from sealgate.errors import RecordError
 
 #: `prev` of the first entry.
@@ -265,10 +266,10 @@ def _check_line(number: int, raw: bytes, complete: bool, expected_seq: int, prev
             "or the file was truncated",
         )
     try:
-        obj = json.loads(raw.decode("ascii"), object_pairs_hook=_no_duplicates)
+        obj = json.loads(raw.decode("ascii"), object_pairs_hook=unique_keys)
         entry = RecordEntry.from_json(obj)
     except (UnicodeDecodeError, ValueError, RecordError) as exc:
-        reason = str(exc) if isinstance(exc, RecordError | _DuplicateKey) else "it is not valid JSON"
+        reason = str(exc) if isinstance(exc, RecordError | DuplicateKeyError) else "it is not valid JSON"
         return RecordIssue(number, "MALFORMED", f"line {number} is not a record entry: {reason}")
     if entry.line() != raw + b"\n":
         return RecordIssue(
@@ -295,19 +296,6 @@ def _check_line(number: int, raw: bytes, complete: bool, expected_seq: int, prev
             "entries were removed, inserted or reordered before this line",
         )
     return entry
-
-
-class _DuplicateKey(ValueError):
-    pass
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise _DuplicateKey(f"the key {key!r} appears twice")
-        result[key] = value
-    return result
 
 
 def check_segment(entries: Sequence[RecordEntry]) -> str | None:
@@ -382,7 +370,7 @@ def append(path: str | os.PathLike[str], *, time: str | None = None, **fields: s
     finally:
         os.close(fd)
     if created:
-        _fsync_directory(Path(name).resolve().parent)
+        fsync_directory(Path(name).resolve().parent)
     return entry
 
 
@@ -412,7 +400,7 @@ def _tail(fd: int, name: str) -> RecordEntry | None:
         raise RecordError(f"the last line of the signing record {name!r} is longer than any record entry")
     line = body[cut + 1 :]
     try:
-        entry = RecordEntry.from_json(json.loads(line.decode("ascii"), object_pairs_hook=_no_duplicates))
+        entry = RecordEntry.from_json(json.loads(line.decode("ascii"), object_pairs_hook=unique_keys))
     except (UnicodeDecodeError, ValueError, RecordError) as exc:
         raise RecordError(f"the last entry of the signing record {name!r} is malformed: {exc}") from exc
     if entry.line() != line + b"\n" or entry.computed_hash() != entry.hash:
@@ -420,16 +408,3 @@ def _tail(fd: int, name: str) -> RecordEntry | None:
             f"the last entry of the signing record {name!r} was altered; run `sealgate record verify {name}`"
         )
     return entry
-
-
-def _fsync_directory(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

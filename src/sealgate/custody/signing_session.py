@@ -38,7 +38,6 @@ from sealgate.custody.bundle import (
     ResponseItem,
     SigningRequest,
     SigningResponse,
-    fsync_directory,
     hash_file,
     new_bundle_id,
     open_request,
@@ -48,6 +47,7 @@ from sealgate.custody.bundle import (
 from sealgate.custody.keystore import PUBLIC_FORMAT, PUBLIC_MANIFEST
 from sealgate.custody.offline import OfflineStatus, ensure_offline
 from sealgate.custody.record import RecordEntry, check_segment, utc_now
+from sealgate.durable import fsync_directory
 from sealgate.errors import BundleError, RecordError, SealgateError, UsageError
 from sealgate.signing import Signer, SigningAlgorithm
 from sealgate.ziparchive import ZipArchive

@@ -18,6 +18,7 @@ import threading
 from pathlib import Path
 from types import TracebackType
 
+from sealgate.durable import fsync_directory
 from sealgate.errors import ApkSigningError
 
 #: Seconds between background flushes while a large file is written.
@@ -94,7 +95,7 @@ class AtomicOutput:
         except OSError as exc:
             raise ApkSigningError(f"cannot replace {self.path}: {exc.strerror}") from exc
         self._committed = True
-        _sync_directory(self.path.parent)
+        fsync_directory(self.path.parent)
 
     def discard(self) -> None:
         self._stop_writeback.set()
@@ -131,16 +132,3 @@ def _default_mode() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return 0o666 & ~mask
-
-
-def _sync_directory(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
