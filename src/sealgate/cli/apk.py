@@ -16,6 +16,7 @@ import click
 
 from sealgate.apk.manifest import AndroidManifest, read_manifest
 from sealgate.apk.verifier import verify_apk
+from sealgate.cli.options import JSON_OUTPUT, PASSPHRASE_FD
 from sealgate.custody.passphrase import read_passphrase
 from sealgate.errors import SealgateError, UsageError
 from sealgate.signing import Signer
@@ -34,14 +35,6 @@ _CAPABILITIES_HELP = (
     "What the app keeps granting the old key: comma-separated installed-data, shared-user-id, permission, auth, "
     "rollback, or default (all but rollback) or none."
 )
-_PASSPHRASE_FD = click.option(
-    "--passphrase-fd",
-    type=click.IntRange(min=0),
-    metavar="N",
-    help="Read the keystore passphrase (or token PIN) from this open file descriptor; otherwise "
-    "SEALGATE_PASSPHRASE, otherwise a prompt.",
-)
-_JSON = click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 
 
 @click.group()
@@ -229,8 +222,8 @@ def lineage_command(file: Path, as_json: bool) -> int:
 @click.option("--old", "old_key", required=True, metavar="ROLE[:GEN]", help="The key rotated away from.")
 @click.option("--new", "new_key", required=True, metavar="ROLE[:GEN]", help="The key rotated to.")
 @click.option("--capabilities", metavar="LIST", help=_CAPABILITIES_HELP)
-@_PASSPHRASE_FD
-@_JSON
+@PASSPHRASE_FD
+@JSON_OUTPUT
 def lineage_create_command(
     out: Path,
     keystore: Path,
@@ -268,8 +261,8 @@ def lineage_create_command(
     help="The key of the lineage's newest certificate (default: found in the keystore by that certificate).",
 )
 @click.option("--capabilities", metavar="LIST", help=_CAPABILITIES_HELP + " Default: keep the current ones.")
-@_PASSPHRASE_FD
-@_JSON
+@PASSPHRASE_FD
+@JSON_OUTPUT
 def lineage_rotate_command(
     lineage_file: Path,
     out: Path,
@@ -326,7 +319,7 @@ def lineage_rotate_command(
 @click.option("--v3", type=_ON_OFF, help="APK Signature Scheme v3 (default: on for one signer or a lineage).")
 @click.option("--v31", type=_ON_OFF, default="off", show_default=True, help="v3.1 block with the rotated key.")
 @click.option("--rotation-min-sdk", type=click.IntRange(min=33), help="First API level of the v3.1 key (33).")
-@_PASSPHRASE_FD
+@PASSPHRASE_FD
 @click.option(
     "--verify",
     "verify_output",

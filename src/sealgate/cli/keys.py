@@ -13,20 +13,12 @@ from typing import Any
 
 import click
 
+from sealgate.cli.options import JSON_OUTPUT, PASSPHRASE_FD
 from sealgate.custody.keystore import Keystore, RoleInfo, atomic_write
 from sealgate.custody.passphrase import read_passphrase
 from sealgate.custody.roles import KeySpec, RoleSpec, select_roles
 
 EXIT_OK = 0
-
-_PASSPHRASE_FD = click.option(
-    "--passphrase-fd",
-    type=click.IntRange(min=0),
-    metavar="N",
-    help="Read the passphrase (or PIN) from this open file descriptor, up to the first newline. "
-    "Otherwise SEALGATE_PASSPHRASE, otherwise a prompt.",
-)
-_JSON = click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 
 
 @click.group()
@@ -52,8 +44,8 @@ def keys() -> None:
     type=click.Path(file_okay=False, path_type=Path),
     help="Write the public bundle here (default: DIRECTORY/public).",
 )
-@_PASSPHRASE_FD
-@_JSON
+@PASSPHRASE_FD
+@JSON_OUTPUT
 def init_command(
     directory: Path,
     roles_text: str | None,
@@ -103,7 +95,7 @@ def init_command(
 
 @keys.command("list")
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
-@_JSON
+@JSON_OUTPUT
 def list_command(directory: Path, as_json: bool) -> int:
     """List the roles of a keystore with their key types and certificate fingerprints (no passphrase needed)."""
     keystore = Keystore.open(directory)
@@ -119,7 +111,7 @@ def list_command(directory: Path, as_json: bool) -> int:
 @keys.command("export-public")
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
 @click.argument("dest", type=click.Path(file_okay=False, path_type=Path))
-@_JSON
+@JSON_OUTPUT
 def export_public_command(directory: Path, dest: Path, as_json: bool) -> int:
     """Write every certificate (current and retired) and keys.json to DEST; no private key is read."""
     written = Keystore.open(directory).export_public(dest)
@@ -134,8 +126,8 @@ def export_public_command(directory: Path, dest: Path, as_json: bool) -> int:
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
 @click.argument("role")
 @click.option("--key-type", metavar="TYPE", help="Key type of the new key (default: the role's current type).")
-@_PASSPHRASE_FD
-@_JSON
+@PASSPHRASE_FD
+@JSON_OUTPUT
 def rotate_command(directory: Path, role: str, key_type: str | None, passphrase_fd: int | None, as_json: bool) -> int:
     """Give ROLE a new key; the old one stays in the keystore as ROLE.N.key.pem."""
     keystore = Keystore.open(directory)
@@ -184,8 +176,8 @@ def rotate_command(directory: Path, role: str, key_type: str | None, passphrase_
 @click.option(
     "--cert-out", type=click.Path(dir_okay=False, path_type=Path), help="Also write the certificate (PEM) here."
 )
-@_PASSPHRASE_FD
-@_JSON
+@PASSPHRASE_FD
+@JSON_OUTPUT
 def token_init_command(
     uri: str,
     role_name: str,
