@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import sqlite3
 import subprocess
 import zipfile
 from collections.abc import Iterator
@@ -10,7 +13,10 @@ from pathlib import Path
 
 import pytest
 
+import sealgate.device.installer as installer
+import sealgate.device.state as state_module
 from conftest import require_tool, vectors_path
+from sealgate.apk.certificate import Certificate
 from sealgate.apk.manifest_writer import Element, encode
 from sealgate.device import AllowedStore, Device, StoreMode, signing_certificates_digest
 from sealgate.device.rules import min_installable_target_sdk
@@ -34,6 +40,7 @@ def build_unsigned(
     max_sdk: int | None = None,
     shared_user: str | None = None,
     debuggable: bool = False,
+    test_only: bool = False,
     abis: tuple[str, ...] = (),
 ) -> Path:
     """An unsigned APK whose binary manifest says exactly what a scenario needs."""
@@ -45,7 +52,10 @@ def build_unsigned(
         attributes["sharedUserId"] = shared_user
     root = Element("manifest", attributes, plain_attributes={"package": package})
     root.children.append(Element("uses-sdk", sdk))
-    root.children.append(Element("application", {"debuggable": True} if debuggable else {}))
+    application: dict[str, str | int | bool] = {"debuggable": True} if debuggable else {}
+    if test_only:
+        application["testOnly"] = True
+    root.children.append(Element("application", application))
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{name}-unsigned.apk"
     with zipfile.ZipFile(path, "w") as archive:
@@ -75,9 +85,17 @@ class Kit:
     work: Path
     keys: dict[str, SignerKey]
 
-    def apk(self, name: str, signers: list[str], lineage: Path | None = None, **manifest: object) -> Path:
+    def apk(
+        self,
+        name: str,
+        signers: list[str],
+        lineage: Path | None = None,
+        schemes: dict[str, bool] | None = None,
+        **manifest: object,
+    ) -> Path:
         unsigned = build_unsigned(self.work / "unsigned", name, **manifest)  # type: ignore[arg-type]
-        return apksigner_sign(unsigned, self.work / f"{name}.apk", [self.keys[s] for s in signers], lineage=lineage)
+        keys = [self.keys[s] for s in signers]
+        return apksigner_sign(unsigned, self.work / f"{name}.apk", keys, lineage=lineage, **(schemes or {}))
 
 
 @pytest.fixture(scope="module")
@@ -128,6 +146,14 @@ def apks(kit: Kit) -> dict[str, Path]:
         "aurora": kit.apk("aurora", ["aurora"], package=AURORA),
         "other-v1": kit.apk("other-v1", ["stranger"], package="org.example.other", version_code=1),
         "other-v2": kit.apk("other-v2", ["stranger"], package="org.example.other", version_code=2),
+        "v1only-t34": kit.apk("v1only-t34", ["old"], schemes={"v1": True, "v2": False, "v3": False}, target_sdk=34),
+        "v1only-t29": kit.apk("v1only-t29", ["old"], schemes={"v1": True, "v2": False, "v3": False}, target_sdk=29),
+        "test-only": kit.apk("test-only", ["old"], test_only=True),
+        "system-uid": kit.apk("system-uid", ["old"], package="org.example.sys", shared_user="android.uid.system"),
+        "system-uid-stranger": kit.apk(
+            "system-uid-stranger", ["stranger"], package="org.example.sys2", shared_user="android.uid.system"
+        ),
+        "media-uid": kit.apk("media-uid", ["stranger"], package="org.example.media", shared_user="android.media"),
     }
 
 
@@ -443,3 +469,137 @@ def test_allow_list_entries_are_checked() -> None:
         AllowedStore.parse("no-equals-sign")
     entry = AllowedStore.parse("org.fdroid.fdroid=" + "AB:" * 31 + "AB:user-confirmed")
     assert entry.cert_sha256 == "ab" * 32 and entry.mode is StoreMode.USER_CONFIRMED and not entry.auto_update
+
+
+# --- review 4 regressions ---
+
+
+@pytest.mark.parametrize("sdk", [30, 33, 34])
+def test_v1_only_apk_targeting_30_or_more_is_refused_on_every_android_11_level(
+    tmp_path: Path, apks: dict[str, Path], sdk: int
+) -> None:
+    with Device.init(tmp_path / "p", sdk=sdk, abis=("arm64-v8a",)) as dev:
+        decision = dev.check(apks["v1only-t34"])
+        assert not decision.accepted and decision.code in {"NO_SIGNATURES_V2_REQUIRED", "NOT_VERIFIED"}, decision
+        if sdk < 34:  # apksig's window rule does not catch these levels; the platform rule does
+            assert decision.code == "NO_SIGNATURES_V2_REQUIRED" and "v2 or newer" in decision.reason
+        # targetSdk 29 is still fine with v1 only
+        assert dev.check(apks["v1only-t29"]).accepted
+
+
+def test_v1_only_targeting_34_installs_before_android_11(tmp_path: Path, apks: dict[str, Path]) -> None:
+    with Device.init(tmp_path / "p", sdk=29, abis=("arm64-v8a",)) as dev:
+        assert dev.check(apks["v1only-t34"]).accepted
+
+
+def test_only_the_shell_may_request_a_downgrade(device: Device, apks: dict[str, Path]) -> None:
+    device.install(apks["fdroid"])
+    assert device.set_auto_update(FDROID, True, confirm=True).accepted
+    assert device.install(apks["debug-v2"], as_store=FDROID).accepted
+    refused(device, apks["debug-v1"], "VERSION_DOWNGRADE", as_store=FDROID, allow_downgrade=True, confirm=True)
+    decision = device.check(apks["debug-v1"], as_store=FDROID, allow_downgrade=True)
+    assert "only the shell" in decision.reason
+    assert device.check(apks["debug-v1"], allow_downgrade=True).accepted  # adb install -d
+
+
+def test_test_only_apks_need_the_shell_and_allow_test(device: Device, apks: dict[str, Path]) -> None:
+    refused(device, apks["test-only"], "TEST_ONLY")
+    device.install(apks["fdroid"])
+    refused(device, apks["test-only"], "TEST_ONLY", as_store=FDROID, allow_test=True, confirm=True)
+    assert device.install(apks["test-only"], allow_test=True).accepted  # adb install -t
+
+
+def test_platform_shared_users_belong_to_the_system_image(device: Device, apks: dict[str, Path]) -> None:
+    refused(device, apks["system-uid"], "SHARED_USER_PLATFORM")
+    refused(device, apks["media-uid"], "SHARED_USER_PLATFORM")
+
+
+def test_platform_certificate_may_claim_platform_shared_users(tmp_path: Path, apks: dict[str, Path], kit: Kit) -> None:
+    platform = Certificate.from_der(kit.keys["old"].cert_der)
+    with Device.init(tmp_path / "p", sdk=34, abis=("arm64-v8a",), platform=platform) as dev:
+        assert dev.install(apks["system-uid"]).accepted
+        refused(dev, apks["system-uid-stranger"], "SHARED_USER_PLATFORM")
+    with Device.open(tmp_path / "p") as reopened:
+        assert reopened.profile.platform == platform
+
+
+def test_the_manifest_comes_from_the_verified_bytes(
+    tmp_path: Path, apks: dict[str, Path], kit: Kit, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Below API 26 the verifier does not read the manifest; swapping the file after verifying must not matter."""
+    target = tmp_path / "offered.apk"
+    shutil.copy(apks["v1"], target)
+    evil = build_unsigned(tmp_path, "evil", "com.victim.bank", version_code=999)
+    real = installer.verify_apk
+
+    def swapping(path: str | os.PathLike[str], **options: int) -> object:
+        report = real(path, **options)
+        shutil.copy(evil, target)
+        return report
+
+    monkeypatch.setattr(installer, "verify_apk", swapping)
+    with Device.init(tmp_path / "p", sdk=25, abis=("arm64-v8a",)) as dev:
+        decision = dev.install(target)
+        assert decision.accepted and decision.package == APP
+        assert dev.get("com.victim.bank") is None
+        record = dev.get(APP)
+        assert record is not None and record.version_code == 1
+
+
+def test_check_takes_no_write_lock(device: Device, apks: dict[str, Path]) -> None:
+    holder = sqlite3.connect(device._state.directory / DATABASE_NAME, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        assert device.check(apks["v1"]).accepted
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+
+def test_damaged_database_is_a_device_error(tmp_path: Path, apks: dict[str, Path]) -> None:
+    Device.init(tmp_path / "p", sdk=34, abis=("arm64-v8a",)).close()
+    connection = sqlite3.connect(tmp_path / "p" / DATABASE_NAME)
+    connection.execute("DROP TABLE packages")
+    connection.commit()
+    connection.close()
+    with Device.open(tmp_path / "p") as dev:
+        with pytest.raises(DeviceError, match="damaged"):
+            dev.packages()
+        with pytest.raises(DeviceError, match="damaged"):
+            dev.check(apks["v1"])
+    connection = sqlite3.connect(tmp_path / "p" / DATABASE_NAME)
+    connection.execute("UPDATE device SET abis = 'notjson'")
+    connection.commit()
+    connection.close()
+    with pytest.raises(DeviceError, match="damaged"):
+        Device.open(tmp_path / "p")
+
+
+@pytest.mark.parametrize(("sdk", "abis"), [(0, ("arm64-v8a",)), (10**20, ("arm64-v8a",)), (34, ("",)), (34, ())])
+def test_bad_profiles_are_refused(tmp_path: Path, sdk: int, abis: tuple[str, ...]) -> None:
+    with pytest.raises(DeviceError):
+        Device.init(tmp_path / "p", sdk=sdk, abis=abis)
+    assert not (tmp_path / "p" / DATABASE_NAME).exists()
+
+
+def test_a_concurrent_init_never_replaces_a_device(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The other `init` wins between our exists-check and our link: we must refuse, not replace its database."""
+    real_link = os.link
+    winner = b"the other init's database"
+
+    def racing_link(source: str, target: str) -> None:
+        Path(target).write_bytes(winner)
+        real_link(source, target)
+
+    monkeypatch.setattr(state_module.os, "link", racing_link)
+    with pytest.raises(DeviceError, match="already holds a device"):
+        Device.init(tmp_path / "p", sdk=34, abis=("arm64-v8a",))
+    assert (tmp_path / "p" / DATABASE_NAME).read_bytes() == winner
+    assert not list((tmp_path / "p").glob(".device-*"))
+
+
+def test_a_device_below_min_sdk_says_older_sdk(tmp_path: Path, apks: dict[str, Path]) -> None:
+    """v2/v3-only (minSdk 24) does not verify on API 21; the device must say the level, not the signature."""
+    with Device.init(tmp_path / "p", sdk=21, abis=("arm64-v8a",)) as dev:
+        decision = dev.check(apks["v1"])
+        assert decision.code == "OLDER_SDK" and "needs Android API level 24" in decision.reason

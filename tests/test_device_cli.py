@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -27,6 +29,11 @@ def apks(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     ]:
         unsigned = build_unsigned(work / "unsigned", name, package, version_code=version)
         signed[name] = apksigner_sign(unsigned, work / f"{name}.apk", [key])
+    unsigned = build_unsigned(work / "unsigned", "test-only", APP, test_only=True)
+    signed["test-only"] = apksigner_sign(unsigned, work / "test-only.apk", [dev])
+    unsigned = build_unsigned(work / "unsigned", "system-uid", "org.example.sys", shared_user="android.uid.system")
+    signed["system-uid"] = apksigner_sign(unsigned, work / "system-uid.apk", [dev])
+    signed["platform-cert"] = dev.cert_path
     (work / "store.sha256").write_text(store.cert_sha256)
     signed["store-digest"] = work / "store.sha256"
     return signed
@@ -36,6 +43,17 @@ def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
     status = main(["device", *args])
     out, err = capsys.readouterr()
     return status, out, err
+
+
+def damage(phone: str, directory: Path, statement: str) -> str:
+    """A copy of the device at `phone` whose database a statement broke."""
+    directory.mkdir()
+    shutil.copy(Path(phone) / "device.db", directory / "device.db")
+    connection = sqlite3.connect(directory / "device.db")
+    connection.execute(statement)
+    connection.commit()
+    connection.close()
+    return str(directory)
 
 
 def verdict(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict[str, object]]:
@@ -113,6 +131,12 @@ def test_a_file_that_is_not_an_apk_is_refused(phone: str, tmp_path: Path, capsys
         ("init", "{fresh}", "--sdk", "0"),
         ("auto-update", "{phone}", FDROID, "maybe"),
         ("list", "{missing}"),
+        ("init", "{fresh}", "--sdk", "99999999999999999999"),
+        ("init", "{fresh}", "--abi", ""),
+        ("list", "{damaged}"),
+        ("list", "{badjson}"),
+        ("check", "{damaged}", "{apk}"),
+        ("uninstall", "{damaged}", APP),
     ],
 )
 def test_usage_errors_exit_2(
@@ -124,7 +148,39 @@ def test_usage_errors_exit_2(
         "missing": str(tmp_path / "missing"),
         "missing_apk": str(tmp_path / "missing.apk"),
         "fresh": str(tmp_path / "fresh"),
+        "damaged": damage(phone, tmp_path / "damaged", "DROP TABLE packages"),
+        "badjson": damage(phone, tmp_path / "badjson", "UPDATE device SET abis = 'notjson'"),
     }
     status, _, err = run(capsys, *(arg.format(**values) for arg in args))
     assert status == 2, err
     assert "Traceback" not in err
+
+
+def test_a_damaged_device_is_exit_2_with_a_json_error(
+    phone: str, apks: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    broken = damage(phone, tmp_path / "broken", "DROP TABLE packages")
+    for command in ("check", "install"):
+        status, out, err = run(capsys, command, broken, str(apks["v1"]), "--json")
+        document = json.loads(out)
+        assert status == 2 and "Traceback" not in err
+        assert document["accepted"] is False and document["error"] == "DEVICE_UNAVAILABLE"
+        assert "damaged" in str(document["reason"])
+
+
+def test_store_flags_through_the_cli(phone: str, apks: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    assert verdict(capsys, "install", phone, str(apks["fdroid"]))[0] == 0
+    status, document = verdict(capsys, "install", phone, str(apks["test-only"]), "--as-store", FDROID, "--allow-test")
+    assert status == 1 and "testOnly" in str(document["reason"])
+    assert verdict(capsys, "install", phone, str(apks["test-only"]))[0] == 1
+    assert verdict(capsys, "install", phone, str(apks["test-only"]), "--allow-test")[0] == 0
+
+
+def test_platform_cert_option(apks: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    phone = str(tmp_path / "platform-phone")
+    assert run(capsys, "init", phone, "--platform-cert", str(apks["platform-cert"]), "--json")[0] == 0
+    assert verdict(capsys, "install", phone, str(apks["system-uid"]))[0] == 0
+    other = str(tmp_path / "plain-phone")
+    assert run(capsys, "init", other)[0] == 0
+    status, document = verdict(capsys, "install", other, str(apks["system-uid"]))
+    assert status == 1 and "android.uid.system" in str(document["reason"])

@@ -3,6 +3,10 @@
 `install` and `check` print one verdict and exit 0 when it is accepted, 1 when it is refused (an APK that is not an
 APK at all is refused too), 2 on a usage error; with --json the verdict is the object
 {"package", "accepted", "action", "reason"} that scripts depend on.
+
+A device directory that cannot be used (missing, damaged, or its database locked by another process for longer
+than the wait) is exit 2, never 1, so a script can tell "refused" from "could not ask"; with --json the command also
+prints {"package": null, "accepted": false, "action": null, "reason": ..., "error": "DEVICE_UNAVAILABLE"}.
 """
 
 from __future__ import annotations
@@ -13,22 +17,31 @@ from pathlib import Path
 
 import click
 
+from sealgate.apk.certificate import Certificate
+from sealgate.cli.options import JSON_OUTPUT
 from sealgate.device import AllowedStore, Decision, Device
+from sealgate.device.state import SDK_RANGE
 from sealgate.device.stores import signing_certificates_digest
-from sealgate.errors import DeviceError, FormatError, UsageError
+from sealgate.errors import DeviceError, FormatError, SealgateError, UsageError
 
 EXIT_ACCEPTED = 0
 EXIT_REFUSED = 1
 
 _DIR = click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
 _APK = click.argument("apk", type=click.Path(dir_okay=False, exists=True, path_type=Path))
-_JSON = click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 _AS_STORE = click.option(
     "--as-store", metavar="PKG", help="Ask as this installed store (it must be on the allow-list); default: the user."
 )
 _CONFIRM = click.option("--confirm", is_flag=True, help="The user answers yes to the confirmation screen.")
 _DOWNGRADE = click.option(
-    "--allow-downgrade", is_flag=True, help="Request a versionCode downgrade (granted only for a debuggable app)."
+    "--allow-downgrade",
+    is_flag=True,
+    help="Request a versionCode downgrade, as `adb install -d` (only without --as-store, for a debuggable app).",
+)
+_ALLOW_TEST = click.option(
+    "--allow-test",
+    is_flag=True,
+    help='Allow an android:testOnly="true" APK, as `adb install -t` (only without --as-store).',
 )
 
 
@@ -44,6 +57,14 @@ def _open(directory: Path) -> Device:
         raise UsageError(str(exc)) from exc
 
 
+def _unavailable(exc: DeviceError, as_json: bool) -> UsageError:
+    """The device could not answer: exit 2 (see the module docstring), and a JSON line for --json scripts."""
+    if as_json:
+        document = {"package": None, "accepted": False, "action": None, "reason": str(exc)}
+        click.echo(json.dumps({**document, "error": "DEVICE_UNAVAILABLE"}, ensure_ascii=False))
+    return UsageError(str(exc))
+
+
 def _emit(decision: Decision, as_json: bool) -> int:
     if as_json:
         click.echo(json.dumps(decision.to_json(), ensure_ascii=False))
@@ -55,7 +76,13 @@ def _emit(decision: Decision, as_json: bool) -> int:
 
 @device.command("init")
 @_DIR
-@click.option("--sdk", type=click.IntRange(min=1), default=34, show_default=True, help="The device's API level.")
+@click.option(
+    "--sdk",
+    type=click.IntRange(*SDK_RANGE),
+    default=34,
+    show_default=True,
+    help=f"The device's API level ({SDK_RANGE[0]}..{SDK_RANGE[1]}).",
+)
 @click.option(
     "--abi", "abis", multiple=True, metavar="ABI", help="A CPU ABI the device runs (repeatable; default arm64-v8a)."
 )
@@ -67,12 +94,26 @@ def _emit(decision: Decision, as_json: bool) -> int:
     help="Allow-list entry of the privileged installer: package name, SHA-256 of its signing certificates, and "
     "mode privileged (default) or user-confirmed. Repeatable.",
 )
-@_JSON
-def init_command(directory: Path, sdk: int, abis: tuple[str, ...], stores: tuple[str, ...], as_json: bool) -> int:
+@click.option(
+    "--platform-cert",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="The distribution's platform certificate (DER or PEM): only APKs signed by it may claim the platform's "
+    "shared users (android.uid.system, ...). Without it the device refuses those shared users to every APK.",
+)
+@JSON_OUTPUT
+def init_command(
+    directory: Path,
+    sdk: int,
+    abis: tuple[str, ...],
+    stores: tuple[str, ...],
+    platform_cert: Path | None,
+    as_json: bool,
+) -> int:
     """Make a new device in DIRECTORY."""
     try:
         entries = tuple(AllowedStore.parse(text) for text in stores)
-        made = Device.init(directory, sdk=sdk, abis=abis or ("arm64-v8a",), stores=entries)
+        platform = _read_certificate(platform_cert) if platform_cert is not None else None
+        made = Device.init(directory, sdk=sdk, abis=abis or ("arm64-v8a",), stores=entries, platform=platform)
     except DeviceError as exc:  # a bad entry, or a directory that already holds a device
         raise UsageError(str(exc)) from exc
     with made as dev:
@@ -81,6 +122,7 @@ def init_command(directory: Path, sdk: int, abis: tuple[str, ...], stores: tuple
             "sdk": dev.profile.sdk,
             "abis": list(dev.profile.abis),
             "stores": [{"package": s.package, "cert_sha256": s.cert_sha256, "mode": s.mode.value} for s in entries],
+            "platform_cert_sha256": platform.sha256 if platform is not None else None,
         }
     if as_json:
         click.echo(json.dumps(document))
@@ -91,16 +133,43 @@ def init_command(directory: Path, sdk: int, abis: tuple[str, ...], stores: tuple
     return EXIT_ACCEPTED
 
 
-def _decide(
-    directory: Path, apk: Path, as_store: str | None, confirm: bool, allow_downgrade: bool, write: bool
-) -> Decision:
+def _read_certificate(path: Path) -> Certificate:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DeviceError(f"cannot read the platform certificate {path}: {exc.strerror}") from exc
+    if b"-----BEGIN CERTIFICATE-----" in data:
+        from cryptography import x509
+        from cryptography.hazmat.primitives.serialization import Encoding
+
+        try:
+            data = x509.load_pem_x509_certificate(data).public_bytes(Encoding.DER)
+        except ValueError as exc:
+            raise DeviceError(f"{path} is not a PEM certificate: {exc}") from exc
+    try:
+        return Certificate.from_der(data)
+    except SealgateError as exc:
+        raise DeviceError(f"{path} is not an X.509 certificate: {exc}") from exc
+
+
+def _decide(directory: Path, apk: Path, as_store: str | None, flags: dict[str, bool], write: bool) -> Decision:
     with _open(directory) as dev:
         try:
             if write:
-                return dev.install(apk, as_store=as_store, confirm=confirm, allow_downgrade=allow_downgrade)
-            return dev.check(apk, as_store=as_store, confirm=confirm, allow_downgrade=allow_downgrade)
+                return dev.install(apk, as_store=as_store, **flags)
+            return dev.check(apk, as_store=as_store, **flags)
         except FormatError as exc:  # not an APK the device can even read: refused, not a usage error
             return Decision(None, False, None, f"{apk}: {exc}", "MALFORMED_APK")
+
+
+def _verdict(
+    directory: Path, apk: Path, as_store: str | None, flags: dict[str, bool], write: bool, as_json: bool
+) -> int:
+    try:
+        decision = _decide(directory, apk, as_store, flags, write)
+    except (DeviceError, UsageError) as exc:
+        raise _unavailable(DeviceError(str(exc)), as_json) from exc
+    return _emit(decision, as_json)
 
 
 @device.command("install")
@@ -109,12 +178,20 @@ def _decide(
 @_AS_STORE
 @_CONFIRM
 @_DOWNGRADE
-@_JSON
+@_ALLOW_TEST
+@JSON_OUTPUT
 def install_command(
-    directory: Path, apk: Path, as_store: str | None, confirm: bool, allow_downgrade: bool, as_json: bool
+    directory: Path,
+    apk: Path,
+    as_store: str | None,
+    confirm: bool,
+    allow_downgrade: bool,
+    allow_test: bool,
+    as_json: bool,
 ) -> int:
     """Install or update APK on the device, if its rules accept it."""
-    return _emit(_decide(directory, apk, as_store, confirm, allow_downgrade, write=True), as_json)
+    flags = {"confirm": confirm, "allow_downgrade": allow_downgrade, "allow_test": allow_test}
+    return _verdict(directory, apk, as_store, flags, True, as_json)
 
 
 @device.command("check")
@@ -123,22 +200,34 @@ def install_command(
 @_AS_STORE
 @_CONFIRM
 @_DOWNGRADE
-@_JSON
+@_ALLOW_TEST
+@JSON_OUTPUT
 def check_command(
-    directory: Path, apk: Path, as_store: str | None, confirm: bool, allow_downgrade: bool, as_json: bool
+    directory: Path,
+    apk: Path,
+    as_store: str | None,
+    confirm: bool,
+    allow_downgrade: bool,
+    allow_test: bool,
+    as_json: bool,
 ) -> int:
     """Would this install or update be accepted, and why (changes nothing)."""
-    return _emit(_decide(directory, apk, as_store, confirm, allow_downgrade, write=False), as_json)
+    flags = {"confirm": confirm, "allow_downgrade": allow_downgrade, "allow_test": allow_test}
+    return _verdict(directory, apk, as_store, flags, False, as_json)
 
 
 @device.command("uninstall")
 @_DIR
 @click.argument("package")
-@_JSON
+@JSON_OUTPUT
 def uninstall_command(directory: Path, package: str, as_json: bool) -> int:
     """Remove PACKAGE; a later install of it is a first install again."""
     with _open(directory) as dev:
-        return _emit(dev.uninstall(package), as_json)
+        try:
+            decision = dev.uninstall(package)
+        except DeviceError as exc:
+            raise _unavailable(exc, as_json) from exc
+    return _emit(decision, as_json)
 
 
 @device.command("auto-update")
@@ -146,7 +235,7 @@ def uninstall_command(directory: Path, package: str, as_json: bool) -> int:
 @click.argument("store")
 @click.argument("setting", type=click.Choice(["on", "off"]))
 @_CONFIRM
-@_JSON
+@JSON_OUTPUT
 def auto_update_command(directory: Path, store: str, setting: str, confirm: bool, as_json: bool) -> int:
     """Turn a store's automatic updates on (the user must --confirm) or off."""
     with _open(directory) as dev:
@@ -159,12 +248,15 @@ def auto_update_command(directory: Path, store: str, setting: str, confirm: bool
 
 @device.command("list")
 @_DIR
-@_JSON
+@JSON_OUTPUT
 def list_command(directory: Path, as_json: bool) -> int:
     """The installed packages, their versionCode, signers, lineage and installer of record."""
     with _open(directory) as dev:
-        packages = dev.packages()
-        stores = dev.stores()
+        try:
+            packages = dev.packages()
+            stores = dev.stores()
+        except DeviceError as exc:
+            raise UsageError(str(exc)) from exc
     if as_json:
         rows = [
             {

@@ -6,15 +6,25 @@ with the one verifier, read and write the state database) and leaves every verdi
 decision is read and written inside one database transaction, so two installers cannot interleave, a refusal
 writes nothing, and a crash mid-install leaves the previous state. There is no flag that skips a rule: the user's
 confirmation only answers the questions the store rules ask, it never overrides a package rule.
+
+The offered APK is opened once: its bytes are copied into a private temporary file, and the verifier and the
+manifest reader both read that copy, so what was verified is what the manifest facts describe even if someone
+replaces or rewrites the file at the given path meanwhile (a time-of-check/time-of-use gap otherwise).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import stat
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 
+from sealgate.apk.certificate import Certificate
 from sealgate.apk.manifest import AndroidManifest, read_manifest
 from sealgate.apk.verifier import verify_apk
 from sealgate.device.rules import (
@@ -28,7 +38,7 @@ from sealgate.device.rules import (
 )
 from sealgate.device.state import DeviceState
 from sealgate.device.stores import AllowedStore, check_package_name, decide_caller
-from sealgate.errors import DeviceError
+from sealgate.errors import ApkFormatError
 from sealgate.ziparchive import ZipArchive
 
 
@@ -47,11 +57,14 @@ class Device:
         sdk: int,
         abis: tuple[str, ...],
         stores: tuple[AllowedStore, ...] = (),
+        platform: Certificate | None = None,
     ) -> Device:
-        """A new device; the allow-list is part of the system image, so it is fixed here."""
-        if not abis:
-            raise DeviceError("a device needs at least one ABI (for example arm64-v8a)")
-        return cls(DeviceState.create(directory, DeviceProfile(sdk, tuple(abis)), stores))
+        """A new device; the allow-list and the system signer are part of the system image, so they are fixed here.
+
+        `platform` is the distribution's platform certificate: only APKs signed by it may claim the platform's
+        shared users (android.uid.system, ...). Without it the device refuses those shared users to everyone.
+        """
+        return cls(DeviceState.create(directory, DeviceProfile(sdk, tuple(abis), platform), stores))
 
     @classmethod
     def open(cls, directory: str | os.PathLike[str]) -> Device:
@@ -91,11 +104,12 @@ class Device:
         as_store: str | None = None,
         confirm: bool = False,
         allow_downgrade: bool = False,
+        allow_test: bool = False,
     ) -> Decision:
-        """What `install` would decide, without changing anything."""
+        """What `install` would decide, without changing anything (and without taking the write lock)."""
         candidate = self.examine(apk)
-        with self._state.transaction():
-            return self._decide(candidate, as_store, confirm, allow_downgrade)
+        with self._state.read_transaction():
+            return self._decide(candidate, as_store, confirm, allow_downgrade, allow_test)
 
     def install(
         self,
@@ -104,14 +118,16 @@ class Device:
         as_store: str | None = None,
         confirm: bool = False,
         allow_downgrade: bool = False,
+        allow_test: bool = False,
     ) -> Decision:
-        """Install or update from `apk` on behalf of `as_store` (None: the user, through the system installer).
+        """Install or update from `apk` on behalf of `as_store` (None: the user or the shell, `adb install`).
 
         `confirm` is the user's answer to a confirmation screen; pass True only when a person said yes.
+        `allow_downgrade` and `allow_test` are `adb install -d` / `-t`: they count only without a store.
         """
         candidate = self.examine(apk)
         with self._state.transaction() as state:
-            decision = self._decide(candidate, as_store, confirm, allow_downgrade)
+            decision = self._decide(candidate, as_store, confirm, allow_downgrade, allow_test)
             if decision.accepted:
                 assert candidate.identity is not None
                 previous = state.get(candidate.package)
@@ -158,8 +174,10 @@ class Device:
     def examine(self, apk: str | os.PathLike[str]) -> Candidate:
         """Verify `apk` at the device's API level and gather the manifest facts the rules need."""
         sdk = self.profile.sdk
-        report = verify_apk(apk, min_sdk=sdk, max_sdk=sdk)
-        manifest = report.manifest if report.manifest is not None else _read_manifest(Path(apk))
+        with _private_copy(Path(apk)) as copy:
+            report = verify_apk(copy, min_sdk=sdk, max_sdk=sdk)
+            # Below API 26 the verifier does not need the manifest, but the rules still do: read the same copy.
+            manifest = report.manifest if report.manifest is not None else _read_manifest(copy)
         identity = report.identity_at(sdk) if report.verified else None
         return Candidate(
             package=manifest.package,
@@ -171,14 +189,26 @@ class Device:
             debuggable=manifest.debuggable,
             shared_user_id=manifest.shared_user_id,
             identity=identity,
-            errors=tuple(issue.message for issue in report.errors),
+            errors=tuple(issue.message.replace(str(copy), os.fspath(apk)) for issue in report.errors),
+            schemes=tuple(report.schemes) if report.verified else (),
+            test_only=manifest.test_only,
         )
 
-    def _decide(self, candidate: Candidate, as_store: str | None, confirm: bool, allow_downgrade: bool) -> Decision:
+    def _decide(
+        self, candidate: Candidate, as_store: str | None, confirm: bool, allow_downgrade: bool, allow_test: bool
+    ) -> Decision:
         state = self._state
         installed = state.get(candidate.package)
         members = state.shared_user_members(candidate.shared_user_id) if candidate.shared_user_id else ()
-        decision = decide_install(self.profile, candidate, installed, members, allow_downgrade=allow_downgrade)
+        decision = decide_install(
+            self.profile,
+            candidate,
+            installed,
+            members,
+            allow_downgrade=allow_downgrade,
+            allow_test=allow_test,
+            caller=as_store,
+        )
         if not decision.accepted:
             return decision
         caller_record = state.get(as_store) if as_store is not None else None
@@ -188,6 +218,24 @@ class Device:
 
 
 def _read_manifest(path: Path) -> AndroidManifest:
-    """Below API 26 the verifier does not need the manifest, but the installer rules still do."""
     with ZipArchive.open(path) as archive:
         return read_manifest(archive)
+
+
+@contextlib.contextmanager
+def _private_copy(path: Path) -> Iterator[Path]:
+    """The APK's bytes, read once from `path`, in a file only this process can write (see the module docstring)."""
+    try:
+        # O_NONBLOCK: a FIFO must not block the open; the regular-file check below refuses it.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        raise ApkFormatError(f"cannot open {os.fspath(path)!r}: {exc.strerror}") from exc
+    with os.fdopen(fd, "rb") as source:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ApkFormatError(f"{os.fspath(path)!r} is not a regular file")
+        with tempfile.TemporaryDirectory(prefix="sealgate-device-") as private:
+            copy = Path(private) / "offered.apk"
+            with open(copy, "xb") as target:
+                shutil.copyfileobj(source, target, 1 << 20)
+            os.chmod(copy, 0o400)
+            yield copy

@@ -14,7 +14,18 @@ or `decide_uninstall`, and writes only what an accepted decision says. The rules
 * minSdkVersion and maxSdkVersion against the device's level (Android itself stopped enforcing maxSdkVersion after
   2.0.1, but app stores filter on it and a publisher testing an APK wants to know), the lowest targetSdkVersion the
   device's level still installs (INSTALL_FAILED_DEPRECATED_SDK_VERSION: 23 on Android 14, 24 on Android 15+), and
-  native code for at least one of the device's ABIs (INSTALL_FAILED_NO_MATCHING_ABIS).
+  native code for at least one of the device's ABIs (INSTALL_FAILED_NO_MATCHING_ABIS);
+* minSdkVersion is checked before the signature, as PackageParser does while it parses the manifest, so an APK for
+  a newer Android says OLDER_SDK rather than a signature error;
+* from Android 11 an APK whose targetSdkVersion is 30 or more must carry a verified v2 or newer signature, whatever
+  the device's level (ApkSignatureVerifier.getMinimumSignatureSchemeVersionForTargetSdk); apksig's window check
+  (`maxSdk >= targetSdk`) is right for an SDK range but not for one device;
+* downgrades and android:testOnly="true" APKs are only for the shell (`adb install -d` / `-t`):
+  PackageInstallerService strips INSTALL_REQUEST_DOWNGRADE and INSTALL_ALLOW_TEST from any other caller
+  (isDowngradeAllowedForCaller), so a store never gets them; here the shell is the call without a store;
+* the platform's shared users (android.uid.system, android.uid.phone, android.media, ...) belong to the system
+  image: only the system signer the device was made with may claim them, and a device made without one refuses
+  them all.
 """
 
 from __future__ import annotations
@@ -32,6 +43,19 @@ Action = Literal["install", "update"]
 #: MIN_INSTALLABLE_TARGET_SDK: Android 14 refuses apps targeting below 23, Android 15 below 24).
 _MIN_TARGET_SDK_BY_LEVEL: tuple[tuple[int, int], ...] = ((35, 24), (34, 23))
 
+#: Android 11 (R): the first level that needs v2+ for apps targeting R or newer.
+_ANDROID_R = 30
+#: Signature schemes that count as "v2 or newer" (v4 only accompanies v2/v3, so it does not count on its own).
+_V2_OR_NEWER = frozenset({2, 3, 31})
+#: sharedUserIds that the system image's own packages hold (frameworks/base and packages/*: AndroidManifest.xml).
+_PLATFORM_SHARED_USER_PREFIX = "android.uid."
+_PLATFORM_SHARED_USERS = frozenset({"android.media", "android.uid.system", "android.uid.phone", "android.uid.shell"})
+
+
+def is_platform_shared_user(shared_user_id: str) -> bool:
+    """Whether `shared_user_id` is one the system image holds (every android.uid.* and android.media)."""
+    return shared_user_id in _PLATFORM_SHARED_USERS or shared_user_id.startswith(_PLATFORM_SHARED_USER_PREFIX)
+
 
 def min_installable_target_sdk(device_sdk: int) -> int:
     """The lowest targetSdkVersion a device at `device_sdk` installs (0: no floor)."""
@@ -47,6 +71,8 @@ class DeviceProfile:
 
     sdk: int
     abis: tuple[str, ...]
+    #: The system image's signer (the distribution's platform certificate), when the device was made with one.
+    platform: Certificate | None = None
 
 
 @dataclass(frozen=True)
@@ -64,6 +90,9 @@ class Candidate:
     identity: SigningIdentity | None
     #: The verifier's error sentences when it did not verify.
     errors: tuple[str, ...] = ()
+    #: The signature schemes that verified at the device's level (1, 2, 3, 31, 4).
+    schemes: tuple[int, ...] = ()
+    test_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -108,19 +137,37 @@ def decide_install(
     shared_user_members: tuple[InstalledPackage, ...] = (),
     *,
     allow_downgrade: bool = False,
+    allow_test: bool = False,
+    caller: str | None = None,
 ) -> Decision:
     """Whether the device installs (or updates to) `candidate`.
 
-    `shared_user_members` are the other installed packages that declare the candidate's sharedUserId.
+    `shared_user_members` are the other installed packages that declare the candidate's sharedUserId. `caller` is
+    the store asking (None: the shell, `adb install`); only the shell's `allow_downgrade` and `allow_test` count.
     """
     package = candidate.package
     action: Action = "install" if installed is None else "update"
+    if candidate.min_sdk > device.sdk:
+        return _older_sdk(device, candidate)
     if candidate.identity is None:
         detail = "; ".join(candidate.errors) or "it carries no valid signature"
         return refuse(package, "NOT_VERIFIED", f"{package}: the APK does not verify on this device: {detail}", action)
+    scheme = _check_scheme_for_target(device, candidate)
+    if scheme is not None:
+        return scheme
     compatibility = _check_compatibility(device, candidate)
     if compatibility is not None:
         return compatibility
+    if candidate.test_only and not (allow_test and caller is None):
+        why = (
+            f"{caller} is a store, and only the shell (adb install -t) may install a test-only app"
+            if caller is not None
+            else "the install did not allow test packages (adb install -t)"
+        )
+        return refuse(package, "TEST_ONLY", f'{package} is marked android:testOnly="true"; {why}', action)
+    platform = _check_platform_shared_user(device, candidate)
+    if platform is not None:
+        return platform
     if installed is None:
         shared = _check_shared_user(candidate, shared_user_members)
         if shared is not None:
@@ -142,12 +189,14 @@ def decide_install(
             f"{_short(installed.identity.signers)}, offered {_short(candidate.identity.signers)} ({update.reason})",
             "update",
         )
-    if candidate.version_code < installed.version_code and not (allow_downgrade and installed.debuggable):
-        why = (
-            "downgrades are only allowed, on request, for a debuggable installed app"
-            if not installed.debuggable
-            else "a downgrade was not requested"
-        )
+    downgrade_granted = allow_downgrade and caller is None
+    if candidate.version_code < installed.version_code and not (downgrade_granted and installed.debuggable):
+        if not installed.debuggable:
+            why = "downgrades are only allowed, on request, for a debuggable installed app"
+        elif allow_downgrade:
+            why = f"{caller} is a store, and only the shell (adb install -d) may request a downgrade"
+        else:
+            why = "a downgrade was not requested"
         return refuse(
             package,
             "VERSION_DOWNGRADE",
@@ -182,14 +231,56 @@ def decide_uninstall(package: str, installed: InstalledPackage | None) -> Decisi
     return Decision(package, True, None, f"{package} is uninstalled and its signer forgotten", "UNINSTALL")
 
 
+def _older_sdk(device: DeviceProfile, candidate: Candidate) -> Decision:
+    return refuse(
+        candidate.package,
+        "OLDER_SDK",
+        f"{candidate.package} needs Android API level {candidate.min_sdk} (minSdkVersion); this device runs "
+        f"{device.sdk}",
+    )
+
+
+def _target_sdk(candidate: Candidate) -> int:
+    # apksig and PackageParser take minSdkVersion as the target when targetSdkVersion is absent.
+    return candidate.target_sdk if candidate.target_sdk is not None else candidate.min_sdk
+
+
+def _check_scheme_for_target(device: DeviceProfile, candidate: Candidate) -> Decision | None:
+    target = _target_sdk(candidate)
+    if device.sdk < _ANDROID_R or target < _ANDROID_R or _V2_OR_NEWER & set(candidate.schemes):
+        return None
+    return refuse(
+        candidate.package,
+        "NO_SIGNATURES_V2_REQUIRED",
+        f"{candidate.package} targets API level {target} but carries only a v1 (JAR) signature; Android 11 and newer "
+        f"need an APK Signature Scheme v2 or newer signature for apps targeting API level {_ANDROID_R} or above",
+    )
+
+
+def _check_platform_shared_user(device: DeviceProfile, candidate: Candidate) -> Decision | None:
+    shared = candidate.shared_user_id
+    if shared is None or not is_platform_shared_user(shared):
+        return None
+    assert candidate.identity is not None
+    if device.platform is not None and candidate.identity.signers == (device.platform,):
+        return None
+    holder = (
+        f"the system image's signer {_short((device.platform,))}"
+        if device.platform is not None
+        else "the system image (this device was made without a platform certificate)"
+    )
+    return refuse(
+        candidate.package,
+        "SHARED_USER_PLATFORM",
+        f"{candidate.package} asks for the platform's sharedUserId {shared}, which only {holder} may hold; it is "
+        f"signed by {_short(candidate.identity.signers)}",
+    )
+
+
 def _check_compatibility(device: DeviceProfile, candidate: Candidate) -> Decision | None:
     package = candidate.package
     if candidate.min_sdk > device.sdk:
-        return refuse(
-            package,
-            "OLDER_SDK",
-            f"{package} needs Android API level {candidate.min_sdk} (minSdkVersion); this device runs {device.sdk}",
-        )
+        return _older_sdk(device, candidate)
     if candidate.max_sdk is not None and candidate.max_sdk < device.sdk:
         return refuse(
             package,
@@ -197,8 +288,7 @@ def _check_compatibility(device: DeviceProfile, candidate: Candidate) -> Decisio
             f"{package} declares maxSdkVersion {candidate.max_sdk}; this device runs API level {device.sdk}",
         )
     floor = min_installable_target_sdk(device.sdk)
-    # apksig and PackageParser take minSdkVersion as the target when targetSdkVersion is absent.
-    target = candidate.target_sdk if candidate.target_sdk is not None else candidate.min_sdk
+    target = _target_sdk(candidate)
     if target < floor:
         return refuse(
             package,

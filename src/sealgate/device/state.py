@@ -5,6 +5,9 @@ exception anywhere inside a transaction (a crash mid-install) rolls back, so the
 state or the new one. Signing details are stored as what was verified at install time, the signer certificates'
 DER bytes and the proof-of-rotation lineage's attribute bytes (which carry the capabilities), so an update is
 compared against exactly that and never against a summary such as a fingerprint.
+
+Reads outside a transaction go through `_reading`, and `read_transaction()` gives a consistent view without taking
+the write lock (`device check`): a damaged or locked database is always a DeviceError, never a sqlite3 traceback.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import sqlite3
 import tempfile
 from collections.abc import Iterator
@@ -22,17 +26,22 @@ from sealgate.apk.lineage import parse_lineage_attribute
 from sealgate.apk.update_rules import SigningIdentity
 from sealgate.device.rules import DeviceProfile, InstalledPackage
 from sealgate.device.stores import AllowedStore, StoreMode
+from sealgate.durable import fsync_directory
 from sealgate.errors import DeviceError, SealgateError
 
 DATABASE_NAME = "device.db"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: The device's API level must lie in this range (the verifier takes levels as plain ints; 10000 is far beyond any).
+SDK_RANGE = (1, 10000)
+_ABI = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 
 _SCHEMA = """
 CREATE TABLE device (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     schema_version INTEGER NOT NULL,
     sdk INTEGER NOT NULL,
-    abis TEXT NOT NULL
+    abis TEXT NOT NULL,
+    platform BLOB
 );
 CREATE TABLE packages (
     package TEXT PRIMARY KEY,
@@ -74,8 +83,7 @@ class DeviceState:
     ) -> DeviceState:
         """Make a new device; the database appears complete or not at all (temp file, fsync, rename)."""
         path = Path(directory)
-        if profile.sdk < 1:
-            raise DeviceError(f"the device's API level must be 1 or more, got {profile.sdk}")
+        check_profile(profile)
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -83,7 +91,10 @@ class DeviceState:
         target = path / DATABASE_NAME
         if target.exists():
             raise DeviceError(f"{path} already holds a device ({DATABASE_NAME}); use another directory")
-        fd, temp_name = tempfile.mkstemp(prefix=".device-", suffix=".tmp", dir=path)
+        try:
+            fd, temp_name = tempfile.mkstemp(prefix=".device-", suffix=".tmp", dir=path)
+        except OSError as exc:
+            raise DeviceError(f"cannot write in {path}: {exc.strerror}") from exc
         os.close(fd)
         try:
             connection = sqlite3.connect(temp_name, isolation_level=None)
@@ -93,8 +104,13 @@ class DeviceState:
                 )
                 with _transaction(connection):
                     connection.execute(
-                        "INSERT INTO device VALUES (1, ?, ?, ?)",
-                        (SCHEMA_VERSION, profile.sdk, json.dumps(list(profile.abis))),
+                        "INSERT INTO device VALUES (1, ?, ?, ?, ?)",
+                        (
+                            SCHEMA_VERSION,
+                            profile.sdk,
+                            json.dumps(list(profile.abis)),
+                            profile.platform.der if profile.platform is not None else None,
+                        ),
                     )
                     for store in stores:
                         connection.execute(
@@ -105,8 +121,21 @@ class DeviceState:
                 connection.close()
             with open(temp_name, "rb+") as handle:
                 os.fsync(handle.fileno())
-            os.replace(temp_name, target)
-            _fsync_directory(path)
+            # A link never replaces: of two concurrent `init`s exactly one makes the device, the other is told.
+            try:
+                os.link(temp_name, target)
+            except FileExistsError:
+                raise DeviceError(f"{path} already holds a device ({DATABASE_NAME}); use another directory") from None
+            os.unlink(temp_name)
+            fsync_directory(path)
+        except sqlite3.Error as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(temp_name)
+            raise DeviceError(f"cannot create the device database in {path}: {exc}") from exc
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(temp_name)
+            raise DeviceError(f"cannot create the device database in {path}: {exc.strerror or exc}") from exc
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(temp_name)
@@ -128,7 +157,13 @@ class DeviceState:
         if row is None or row[0] != SCHEMA_VERSION:
             connection.close()
             raise DeviceError(f"{target} has an unknown schema version; it was made by another sealgate version")
-        return cls(path, connection)
+        state = cls(path, connection)
+        try:
+            state.profile()  # a damaged profile is found now, not halfway through a command
+        except DeviceError:
+            connection.close()
+            raise
+        return state
 
     def close(self) -> None:
         self._db.close()
@@ -142,33 +177,74 @@ class DeviceState:
         except sqlite3.Error as exc:
             raise DeviceError(f"the device database {self.directory / DATABASE_NAME} failed: {exc}") from exc
 
+    @contextlib.contextmanager
+    def read_transaction(self) -> Iterator[DeviceState]:
+        """A consistent view for a decision that writes nothing: a deferred transaction takes no write lock."""
+        with self._reading():
+            self._db.execute("BEGIN DEFERRED")
+            try:
+                yield self
+            finally:
+                self._db.execute("ROLLBACK")
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[None]:
+        """Turns a damaged or locked database, and values that are not what we wrote, into a DeviceError."""
+        try:
+            yield
+        except DeviceError:
+            raise
+        except (sqlite3.Error, ValueError, TypeError, KeyError) as exc:
+            raise DeviceError(
+                f"the device database {self.directory / DATABASE_NAME} is damaged or busy: {exc}; "
+                "make a new device with `device init` if it stays so"
+            ) from exc
+
     # --- reads ---
 
     def profile(self) -> DeviceProfile:
-        sdk, abis = self._db.execute("SELECT sdk, abis FROM device WHERE id = 1").fetchone()
-        return DeviceProfile(int(sdk), tuple(json.loads(abis)))
+        with self._reading():
+            row = self._db.execute("SELECT sdk, abis, platform FROM device WHERE id = 1").fetchone()
+            if row is None:
+                raise DeviceError(f"the device database {self.directory / DATABASE_NAME} has no device profile")
+            sdk, abis, platform = row
+            abi_list = json.loads(abis)
+            if not isinstance(sdk, int) or not isinstance(abi_list, list):
+                raise ValueError("the device profile is not an API level and a list of ABIs")
+            try:
+                certificate = Certificate.from_der(bytes(platform)) if platform is not None else None
+            except SealgateError as exc:
+                raise DeviceError(f"the device's platform certificate is damaged: {exc}") from exc
+            profile = DeviceProfile(sdk, tuple(str(abi) for abi in abi_list), certificate)
+            check_profile(profile)
+            return profile
 
     def get(self, package: str) -> InstalledPackage | None:
-        row = self._db.execute(_SELECT_PACKAGE + " WHERE package = ?", (package,)).fetchone()
-        return None if row is None else self._record(row)
+        with self._reading():
+            row = self._db.execute(_SELECT_PACKAGE + " WHERE package = ?", (package,)).fetchone()
+            return None if row is None else self._record(row)
 
     def packages(self) -> list[InstalledPackage]:
-        return [self._record(row) for row in self._db.execute(_SELECT_PACKAGE + " ORDER BY package").fetchall()]
+        with self._reading():
+            return [self._record(row) for row in self._db.execute(_SELECT_PACKAGE + " ORDER BY package").fetchall()]
 
     def shared_user_members(self, shared_user_id: str) -> tuple[InstalledPackage, ...]:
-        rows = self._db.execute(_SELECT_PACKAGE + " WHERE shared_user_id = ? ORDER BY package", (shared_user_id,))
-        return tuple(self._record(row) for row in rows.fetchall())
+        with self._reading():
+            rows = self._db.execute(_SELECT_PACKAGE + " WHERE shared_user_id = ? ORDER BY package", (shared_user_id,))
+            return tuple(self._record(row) for row in rows.fetchall())
 
     def stores(self) -> tuple[AllowedStore, ...]:
-        rows = self._db.execute("SELECT package, cert_sha256, mode, auto_update FROM stores ORDER BY package")
-        try:
-            return tuple(AllowedStore(p, d, StoreMode(m), bool(a)) for p, d, m, a in rows.fetchall())
-        except (ValueError, SealgateError) as exc:
-            raise DeviceError(f"the device's allow-list is damaged: {exc}") from exc
+        with self._reading():
+            rows = self._db.execute("SELECT package, cert_sha256, mode, auto_update FROM stores ORDER BY package")
+            try:
+                return tuple(AllowedStore(p, d, StoreMode(m), bool(a)) for p, d, m, a in rows.fetchall())
+            except (ValueError, SealgateError) as exc:
+                raise DeviceError(f"the device's allow-list is damaged: {exc}") from exc
 
     def dump(self) -> list[str]:
         """Every row of the database as SQL, for comparing two states."""
-        return list(self._db.iterdump())
+        with self._reading():
+            return list(self._db.iterdump())
 
     # --- writes (only inside transaction()) ---
 
@@ -234,6 +310,18 @@ class DeviceState:
         )
 
 
+def check_profile(profile: DeviceProfile) -> None:
+    """An API level the verifier can work with and ABI names that mean something."""
+    low, high = SDK_RANGE
+    if not low <= profile.sdk <= high:
+        raise DeviceError(f"the device's API level must lie in {low}..{high}, got {profile.sdk}")
+    if not profile.abis:
+        raise DeviceError("a device needs at least one ABI (for example arm64-v8a)")
+    for abi in profile.abis:
+        if not _ABI.match(abi):
+            raise DeviceError(f"{abi!r} is not an ABI name (like arm64-v8a, armeabi-v7a, x86_64)")
+
+
 _SELECT_PACKAGE = (
     "SELECT package, version_code, lineage, installer, installed_at, updated_at, debuggable, shared_user_id, "
     "target_sdk FROM packages"
@@ -249,11 +337,3 @@ def _transaction(connection: sqlite3.Connection) -> Iterator[None]:
         connection.execute("ROLLBACK")
         raise
     connection.execute("COMMIT")
-
-
-def _fsync_directory(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
