@@ -819,3 +819,21 @@ def test_cli_verify_flag_runs_the_full_verifier(
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [line["verified"] for line in lines] == [True, True]
     assert lines[0]["signers"] == lines[1]["signers"] and lines[0]["sdk"] == lines[1]["sdk"]
+
+
+def test_cli_wrong_passphrase_writes_nothing(
+    keystore: Path,
+    apksig_vectors: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    base = unsigned_apk(apksig_vectors, tmp_path)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    args = ["apk", "sign", str(base), str(out_dir / "out.apk"), "--keystore", str(keystore)]
+    for keys in (["--key", "releasekey"], ["--key", "releasekey:1", "--key", "platform", "--v3", "off"]):
+        assert _cli([*args, *keys], monkeypatch, "not the passphrase") == 1
+        errors = capsys.readouterr().err
+        assert "Traceback" not in errors and "wrong passphrase for keystore" in errors
+        _no_leftovers(out_dir, set())
