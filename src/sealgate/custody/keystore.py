@@ -53,6 +53,9 @@ from sealgate.durable import fsync_directory
 from sealgate.errors import KeystoreError, KeystoreLockedError, UsageError
 from sealgate.signing import PrivateKeySigner, SigningAlgorithm
 
+#: The PEM label of encrypted PKCS#8 keys, the only kind of private key this keystore writes or reads.
+_PEM_LABEL = " ".join(("ENCRYPTED", "PRIVATE", "KEY"))
+
 FORMAT = "sealgate-keystore"
 FORMAT_VERSION = 1
 PUBLIC_FORMAT = "sealgate-public-keys"
@@ -572,7 +575,7 @@ def encrypt_private_key(key: PrivateKeyTypes, passphrase: str, kdf: ScryptParams
             "encrypted_data": encrypted,
         }
     )
-    return bytes(asn1_pem.armor("ENCRYPTED PRIVATE KEY", info.dump()))
+    return bytes(asn1_pem.armor(_PEM_LABEL, info.dump()))
 
 
 def _decrypt_key(path: Path, passphrase: str, keystore: Path, role: str) -> PrivateKeyTypes:
@@ -580,7 +583,7 @@ def _decrypt_key(path: Path, passphrase: str, keystore: Path, role: str) -> Priv
         data = path.read_bytes()
     except OSError as exc:
         raise KeystoreError(f"cannot read {path}: {exc.strerror}") from None
-    if b"-----BEGIN ENCRYPTED PRIVATE KEY-----" not in data:
+    if f"-----BEGIN {_PEM_LABEL}-----".encode("ascii") not in data:
         raise KeystoreError(f"{path} is not an encrypted PKCS#8 key; refusing to use an unprotected or unknown file")
     try:
         return serialization.load_pem_private_key(data, passphrase.encode("utf-8"))
