@@ -20,7 +20,6 @@ other tool's verifier. On a slow disk the fsync of a 1 GB file dominates: --work
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -31,11 +30,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_verify import (
-    DEFAULT_VECTORS,
     _make_key,
+    benchmark_arguments,
     build_unsigned,
     find_sealgate,
-    parse_size,
     time_once,
     warm_up,
 )
@@ -127,14 +125,7 @@ def cross_check(workdir: Path, sealgate: str) -> dict[str, bool]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workdir", type=Path, default=Path("/tmp/sealgate-bench"), help="cache for built APKs")
-    parser.add_argument("--size", type=parse_size, default=parse_size("1G"), help="APK size: 1G (default), 128M...")
-    parser.add_argument("--runs", type=int, default=3, help="timed runs per tool; the best counts (default 3)")
-    parser.add_argument("--vectors", type=Path, default=DEFAULT_VECTORS, help="the shared vectors folder")
-    parser.add_argument("--sealgate", default=None, help="sealgate console script (default: the one beside python)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
-    args = parser.parse_args(argv)
+    args = benchmark_arguments(__doc__).parse_args(argv)
     for tool in ("openssl", "apksigner"):
         if subprocess.run(["which", tool], capture_output=True, check=False).returncode != 0:
             sys.exit(f"{tool} is not installed")

@@ -225,15 +225,20 @@ def find_sealgate() -> str:
     return found
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def benchmark_arguments(description: str | None) -> argparse.ArgumentParser:
+    """The options every APK benchmark takes (work directory, size, runs, vectors, which sealgate, --json)."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/sealgate-bench"), help="cache for built APKs")
     parser.add_argument("--size", type=parse_size, default=parse_size("1G"), help="APK size: 1G (default), 128M...")
     parser.add_argument("--runs", type=int, default=3, help="timed runs per command; the best counts (default 3)")
     parser.add_argument("--vectors", type=Path, default=DEFAULT_VECTORS, help="the shared vectors folder")
     parser.add_argument("--sealgate", default=None, help="sealgate console script (default: the one beside python)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = benchmark_arguments(__doc__).parse_args(argv)
     for tool in ("openssl", "apksigner", "zipalign"):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} is not installed")

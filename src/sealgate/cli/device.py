@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -43,6 +44,13 @@ _ALLOW_TEST = click.option(
     is_flag=True,
     help='Allow an android:testOnly="true" APK, as `adb install -t` (only without --as-store).',
 )
+
+
+def _install_options(command: Callable[..., int]) -> Callable[..., int]:
+    """The arguments `install` and `check` share, so a check asks exactly what an install would."""
+    for option in reversed((_DIR, _APK, _AS_STORE, _CONFIRM, _DOWNGRADE, _ALLOW_TEST, JSON_OUTPUT)):
+        command = option(command)
+    return command
 
 
 @click.group()
@@ -173,13 +181,7 @@ def _verdict(
 
 
 @device.command("install")
-@_DIR
-@_APK
-@_AS_STORE
-@_CONFIRM
-@_DOWNGRADE
-@_ALLOW_TEST
-@JSON_OUTPUT
+@_install_options
 def install_command(
     directory: Path,
     apk: Path,
@@ -195,13 +197,7 @@ def install_command(
 
 
 @device.command("check")
-@_DIR
-@_APK
-@_AS_STORE
-@_CONFIRM
-@_DOWNGRADE
-@_ALLOW_TEST
-@JSON_OUTPUT
+@_install_options
 def check_command(
     directory: Path,
     apk: Path,
