@@ -48,6 +48,8 @@ SCHEMES = ("v1", "v2", "v3")
 class Row:
     label: str
     command: list[str]
+    #: What the command writes; deleted (untimed) before each run.
+    output: Path
     times: list[float] = field(default_factory=list)
     peak_rss_mb: float = 0.0
     exit_status: int = 0
@@ -94,17 +96,22 @@ def commands(unsigned: Path, workdir: Path, sealgate: str) -> tuple[Row, Row]:
         "--keystore", str(prepare_keystore(workdir)), "--key", "releasekey",
         *(arg for scheme in SCHEMES for arg in (f"--{scheme}", "on")),
     ]  # fmt: skip
-    return Row("apksigner sign (v1+v2+v3)", theirs), Row("sealgate apk sign (v1+v2+v3)", ours)
+    return (
+        Row("apksigner sign (v1+v2+v3)", theirs, workdir / "signed-by-apksigner.apk"),
+        Row("sealgate apk sign (v1+v2+v3)", ours, workdir / "signed-by-sealgate.apk"),
+    )
 
 
 def measure(rows: tuple[Row, Row], runs: int) -> None:
     """Alternate the tools so that a busy moment on the machine does not hit one tool's runs only.
 
-    Before each run the page cache's dirty data goes to disk (untimed), so no run pays for writing back the previous
-    run's output; what a run writes itself (sealgate fsyncs its output, apksigner does not) is part of its time.
+    Before each run the previous output is deleted and the page cache's dirty data goes to disk (untimed), so no run
+    pays for freeing or writing back what an earlier run wrote; what a run writes itself (sealgate fsyncs its
+    output, apksigner does not) is part of its time.
     """
     for _ in range(runs):
         for row in rows:
+            row.output.unlink(missing_ok=True)
             os.sync()
             elapsed, rss, status = time_once(row.command)
             row.times.append(round(elapsed, 3))

@@ -22,10 +22,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed25519, padding, rsa
 
 from conftest import require_tool
-from sealgate.custody import keystore as keystore_module
 from sealgate.custody import passphrase as passphrase_module
-from sealgate.custody.keystore import Keystore, encrypt_private_key
+from sealgate.custody.keystore import Keystore
 from sealgate.custody.passphrase import read_passphrase
+from sealgate.custody.pkcs8 import ScryptParams, encrypt_private_key
 from sealgate.custody.roles import ROLES, KeySpec, select_roles
 from sealgate.errors import KeystoreError, KeystoreLockedError, PassphraseError, UsageError
 from sealgate.signing import Signer, SigningAlgorithm
@@ -459,6 +459,6 @@ def test_prompt_asks_twice_when_creating(monkeypatch: pytest.MonkeyPatch) -> Non
 
 def test_encrypted_key_round_trips_through_cryptography() -> None:
     key = ec.generate_private_key(ec.SECP256R1())
-    pem = encrypt_private_key(key, "a passphrase", keystore_module.ScryptParams(n=2**10, r=8, p=1))
+    pem = encrypt_private_key(key, "a passphrase", ScryptParams(n=2**10, r=8, p=1))
     loaded = serialization.load_pem_private_key(pem, b"a passphrase")
     assert loaded.public_key() == key.public_key()

@@ -113,8 +113,7 @@ class PrivateKeySigner:
         return self._certificate
 
     def algorithms(self) -> frozenset[SigningAlgorithm]:
-        key_type = _key_type(self.public_key)
-        return frozenset(algorithm for algorithm in SigningAlgorithm if algorithm.key_type == key_type)
+        return key_algorithms(self.public_key)
 
     def sign(self, data: bytes, algorithm: SigningAlgorithm) -> bytes:
         self._check(algorithm)
@@ -158,6 +157,12 @@ class PrivateKeySigner:
             raise UsageError(
                 f"key {self._name!r} is a {_key_type(self.public_key)} key and cannot sign with {algorithm.value}"
             )
+
+
+def key_algorithms(public_key: PublicKeyTypes) -> frozenset[SigningAlgorithm]:
+    """Every algorithm a key of this type can sign with."""
+    key_type = _key_type(public_key)
+    return frozenset(algorithm for algorithm in SigningAlgorithm if algorithm.key_type == key_type)
 
 
 def _key_type(public_key: PublicKeyTypes) -> str:

@@ -425,7 +425,7 @@ def _keystore_signer(store: Keystore, key: str, passphrase: str) -> Signer:
         if not generation_text.isdigit() or int(generation_text) < 1:
             raise UsageError(f"--key {key!r}: the generation after ':' must be a positive number")
         generation = int(generation_text)
-    return store.signer(role, passphrase, generation)
+    return store.unlocking_signer(role, passphrase, generation)
 
 
 def _keystore_role_of(store: Keystore, certificate_sha256: str, path: Path) -> str:

@@ -10,10 +10,9 @@ Layout (directory 0700, every file 0600):
     <role>.<n>.key.pem/.x509.pem   generation n of the role, kept after a rotation (nothing is ever deleted)
 
 The PKCS#8 files are standard: `openssl pkey -in releasekey.key.pem` decrypts them with the passphrase, so the keys
-outlive this program. `cryptography` cannot write PKCS#8 with a chosen work factor (its best-available encryption
-uses PBKDF2 with 2,048 iterations), so the PBES2 structure is assembled here and read back by `cryptography`. The
-scrypt parameters (N=2^14, r=8, p=5) are OWASP's recommended cost at 16 MiB of memory: the largest N OpenSSL's
-default memory limit accepts when it decrypts, with p raising the work instead.
+outlive this program (`sealgate.custody.pkcs8` writes and reads them). The scrypt parameters (N=2^14, r=8, p=5) are
+OWASP's recommended cost at 16 MiB of memory: the largest N OpenSSL's default memory limit accepts when it
+decrypts, with p raising the work instead.
 
 Every file is written to a temporary file in the same directory, fsynced, renamed over the target, and the
 directory fsynced, so a crash or a full disk leaves the old file or the new one, never a torn key. keystore.json is
@@ -34,27 +33,28 @@ import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
-from asn1crypto import core as asn1_core
 from asn1crypto import pem as asn1_pem
-from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, PublicKeyTypes
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
-from cryptography.hazmat.primitives.padding import PKCS7
 
 from sealgate.apk.certificate import Certificate
+from sealgate.custody.deferred import DeferredSigner
+from sealgate.custody.pkcs8 import (
+    DEFAULT_KDF,
+    ScryptParams,
+    WrongPassphraseError,
+    decrypt_private_key,
+    encrypt_private_key,
+    is_encrypted_pem,
+)
 from sealgate.custody.roles import KeySpec, RoleSpec, select_roles, self_signed_certificate
 from sealgate.custody.roles import role as role_spec
 from sealgate.durable import fsync_directory
 from sealgate.errors import KeystoreError, KeystoreLockedError, UsageError
 from sealgate.signing import PrivateKeySigner, SigningAlgorithm
-
-#: The PEM label of encrypted PKCS#8 keys, the only kind of private key this keystore writes or reads.
-_PEM_LABEL = " ".join(("ENCRYPTED", "PRIVATE", "KEY"))
 
 FORMAT = "sealgate-keystore"
 FORMAT_VERSION = 1
@@ -65,25 +65,6 @@ PUBLIC_MANIFEST = "keys.json"
 MIN_PASSPHRASE_LENGTH = 8
 
 _ROLE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
-
-_OID_PBES2 = "1.2.840.113549.1.5.13"
-_OID_SCRYPT = "1.3.6.1.4.1.11591.4.11"
-_OID_AES256_CBC = "2.16.840.1.101.3.4.1.42"
-
-
-@dataclass(frozen=True)
-class ScryptParams:
-    """The work factor of every key's encryption; recorded in keystore.json and in each PKCS#8 file."""
-
-    n: int = 2**14
-    r: int = 8
-    p: int = 5
-
-    def to_json(self) -> dict[str, Any]:
-        return {"name": "scrypt", "n": self.n, "r": self.r, "p": self.p, "cipher": "aes-256-cbc", "format": "pkcs8"}
-
-
-DEFAULT_KDF = ScryptParams()
 
 
 @dataclass(frozen=True)
@@ -301,6 +282,16 @@ class Keystore:
         with _locked(self._path, exclusive=False):
             return self._load_signer(role, passphrase, generation)
 
+    def unlocking_signer(self, role: str, passphrase: str, generation: int | None = None) -> DeferredSigner:
+        """`signer`, with the key decrypted on another thread: the certificate is usable at once, signing waits.
+
+        For work that can start before the key is needed (signing a large APK hashes for a second first); the
+        files are read now, so the keystore's lock is not held while the key is decrypted.
+        """
+        with _locked(self._path, exclusive=False):
+            key_path, key_pem, certificate = self._read_key_files(role, generation)
+        return DeferredSigner(role, certificate, lambda: self._unlock(role, key_path, key_pem, certificate, passphrase))
+
     def rotate(self, role: str, passphrase: str, *, key: KeySpec | None = None) -> Rotation:
         """Give a role a new key (same type unless `key` says otherwise), keeping the old one as `<role>.<n>.*`.
 
@@ -431,13 +422,27 @@ class Keystore:
             )
 
     def _load_signer(self, role: str, passphrase: str, generation: int | None) -> PrivateKeySigner:
+        key_path, key_pem, certificate = self._read_key_files(role, generation)
+        return self._unlock(role, key_path, key_pem, certificate, passphrase)
+
+    def _read_key_files(self, role: str, generation: int | None) -> tuple[Path, bytes, Certificate]:
+        """The encrypted key and the certificate, the certificate checked against the manifest."""
         key_path, cert_path = self._files(role, generation)
         certificate = _read_certificate(cert_path)
         if generation is None and certificate.sha256 != self._record(role)["certificate_sha256"]:
             raise KeystoreError(f"keystore {self._path} is damaged: {cert_path.name} does not match {MANIFEST}")
-        key = _decrypt_key(key_path, passphrase, self._path, role)
+        try:
+            key_pem = key_path.read_bytes()
+        except OSError as exc:
+            raise KeystoreError(f"cannot read {key_path}: {exc.strerror}") from None
+        return key_path, key_pem, certificate
+
+    def _unlock(
+        self, role: str, key_path: Path, key_pem: bytes, certificate: Certificate, passphrase: str
+    ) -> PrivateKeySigner:
+        key = _decrypt_key(key_path, key_pem, passphrase, self._path, role)
         if _spki(key.public_key()) != _spki(certificate.public_key()):
-            raise KeystoreError(f"keystore {self._path} is damaged: {key_path.name} does not match {cert_path.name}")
+            raise KeystoreError(f"keystore {self._path} is damaged: {key_path.name} does not match its certificate")
         return PrivateKeySigner(role, key, certificate)
 
 
@@ -507,93 +512,18 @@ def _write_key_files(
     written.append(cert_path)
 
 
-class _AlgorithmIdentifier(asn1_core.Sequence):  # type: ignore[misc]
-    _fields: ClassVar[list[tuple[Any, ...]]] = [
-        ("algorithm", asn1_core.ObjectIdentifier),
-        ("parameters", asn1_core.Any, {"optional": True}),
-    ]
-
-
-class _ScryptParams(asn1_core.Sequence):  # type: ignore[misc]
-    # RFC 7914 section 7.1
-    _fields: ClassVar[list[tuple[Any, ...]]] = [
-        ("salt", asn1_core.OctetString),
-        ("cost_parameter", asn1_core.Integer),
-        ("block_size", asn1_core.Integer),
-        ("parallelization_parameter", asn1_core.Integer),
-        ("key_length", asn1_core.Integer, {"optional": True}),
-    ]
-
-
-class _Pbes2Params(asn1_core.Sequence):  # type: ignore[misc]
-    # RFC 8018 appendix A.4
-    _fields: ClassVar[list[tuple[Any, ...]]] = [
-        ("key_derivation_func", _AlgorithmIdentifier),
-        ("encryption_scheme", _AlgorithmIdentifier),
-    ]
-
-
-class _EncryptedPrivateKeyInfo(asn1_core.Sequence):  # type: ignore[misc]
-    # RFC 5958 section 3
-    _fields: ClassVar[list[tuple[Any, ...]]] = [
-        ("encryption_algorithm", _AlgorithmIdentifier),
-        ("encrypted_data", asn1_core.OctetString),
-    ]
-
-
-def encrypt_private_key(key: PrivateKeyTypes, passphrase: str, kdf: ScryptParams = DEFAULT_KDF) -> bytes:
-    """PEM "ENCRYPTED PRIVATE KEY": PKCS#8 under PBES2 with scrypt and AES-256-CBC, as `openssl pkcs8 -scrypt`."""
-    plain = key.private_bytes(
-        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    salt, iv = os.urandom(16), os.urandom(16)
-    aes_key = Scrypt(salt=salt, length=32, n=kdf.n, r=kdf.r, p=kdf.p).derive(passphrase.encode("utf-8"))
-    padder = PKCS7(128).padder()
-    padded = padder.update(plain) + padder.finalize()
-    encryptor = Cipher(algorithms.AES(aes_key), modes.CBC(iv)).encryptor()
-    encrypted = encryptor.update(padded) + encryptor.finalize()
-    params = _ScryptParams(
-        {
-            "salt": salt,
-            "cost_parameter": kdf.n,
-            "block_size": kdf.r,
-            "parallelization_parameter": kdf.p,
-            "key_length": 32,
-        }
-    )
-    pbes2 = _Pbes2Params(
-        {
-            "key_derivation_func": _AlgorithmIdentifier({"algorithm": _OID_SCRYPT, "parameters": params}),
-            "encryption_scheme": _AlgorithmIdentifier(
-                {"algorithm": _OID_AES256_CBC, "parameters": asn1_core.OctetString(iv)}
-            ),
-        }
-    )
-    info = _EncryptedPrivateKeyInfo(
-        {
-            "encryption_algorithm": _AlgorithmIdentifier({"algorithm": _OID_PBES2, "parameters": pbes2}),
-            "encrypted_data": encrypted,
-        }
-    )
-    return bytes(asn1_pem.armor(_PEM_LABEL, info.dump()))
-
-
-def _decrypt_key(path: Path, passphrase: str, keystore: Path, role: str) -> PrivateKeyTypes:
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise KeystoreError(f"cannot read {path}: {exc.strerror}") from None
-    if f"-----BEGIN {_PEM_LABEL}-----".encode("ascii") not in data:
+def _decrypt_key(path: Path, data: bytes, passphrase: str, keystore: Path, role: str) -> PrivateKeyTypes:
+    if not is_encrypted_pem(data):
         raise KeystoreError(f"{path} is not an encrypted PKCS#8 key; refusing to use an unprotected or unknown file")
     try:
-        return serialization.load_pem_private_key(data, passphrase.encode("utf-8"))
-    except ValueError:
+        return decrypt_private_key(data, passphrase)
+    except WrongPassphraseError:
         raise KeystoreError(
             f"wrong passphrase for keystore {keystore} (role {role!r} could not be decrypted; "
             "if the passphrase is right, the key file is damaged)"
         ) from None
-    except (TypeError, UnsupportedAlgorithm) as exc:
-        raise KeystoreError(f"{path} cannot be loaded: {exc}") from None
+    except KeystoreError as exc:
+        raise KeystoreError(f"{path}: {exc}") from None
 
 
 # -- files ----------------------------------------------------------------------------------------------------------
