@@ -8,6 +8,7 @@ bundles must mean one thing only, so objects with a repeated key are refused ins
 from __future__ import annotations
 
 import os
+import tempfile
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
@@ -38,3 +39,30 @@ def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
             raise DuplicateKeyError(f"the key {key!r} appears twice in one object")
         result[key] = value
     return result
+
+
+def replace_file(path: str | os.PathLike[str], data: bytes, *, mode: int = 0o644) -> None:
+    """Replace `path` with `data` so that readers and crashes see the old file or the new one, never a mix.
+
+    Temporary file in the same directory, fsync, rename, fsync of the directory. Raises OSError (the caller names
+    the layer's error); on any failure the temporary file is gone and `path` is as it was.
+    """
+    target = Path(path)
+    directory = target.parent
+    fd, tmp_path = tempfile.mkstemp(dir=directory, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        try:
+            os.fchmod(fd, mode)
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp_path, target)
+    except BaseException:
+        with suppress(OSError):
+            os.unlink(tmp_path)
+        raise
+    fsync_directory(directory)

@@ -84,3 +84,17 @@ class ApkSigningError(SealgateError):
 
 class DeviceError(SealgateError):
     """A device directory or its state database is missing, damaged, or was asked something impossible."""
+
+
+class RepoError(SealgateError):
+    """An app repository cannot be read, updated or published: bad configuration, damaged state, a failed write."""
+
+
+class MetadataError(RepoError):
+    """A configuration or per-app metadata file is invalid; the message names the file and the line."""
+
+    def __init__(self, path: str, line: int | None, message: str) -> None:
+        self.path = path
+        self.line = line
+        where = f"{path}:{line}" if line is not None else path
+        super().__init__(f"{where}: {message}")

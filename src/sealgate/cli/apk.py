@@ -17,9 +17,8 @@ import click
 from sealgate.apk.manifest import AndroidManifest, read_manifest
 from sealgate.apk.verifier import verify_apk
 from sealgate.cli.options import JSON_OUTPUT, PASSPHRASE_FD
-from sealgate.custody.passphrase import read_passphrase
+from sealgate.cli.signers import keystore_passphrase, keystore_signer, load_signers, open_keystore
 from sealgate.errors import SealgateError, UsageError
-from sealgate.signing import Signer
 from sealgate.ziparchive import ZipArchive
 
 if TYPE_CHECKING:
@@ -239,10 +238,10 @@ def lineage_create_command(
     """
     from sealgate.apk.lineage import DEFAULT_CAPABILITIES, create_lineage, write_lineage_file
 
-    store = _open_keystore(keystore)
-    passphrase = _keystore_passphrase(passphrase_fd)
-    old = _keystore_signer(store, old_key, passphrase)
-    new = _keystore_signer(store, new_key, passphrase)
+    store = open_keystore(keystore)
+    passphrase = keystore_passphrase(passphrase_fd)
+    old = keystore_signer(store, old_key, passphrase)
+    new = keystore_signer(store, new_key, passphrase)
     granted = _capabilities(capabilities) if capabilities is not None else DEFAULT_CAPABILITIES
     lineage = create_lineage(old, new, granted)
     write_lineage_file(lineage, out)
@@ -277,11 +276,11 @@ def lineage_rotate_command(
     from sealgate.apk.lineage import rotate_lineage, write_lineage_file
 
     lineage = _read_lineage(lineage_file)
-    store = _open_keystore(keystore)
+    store = open_keystore(keystore)
     current_name = current_key or _keystore_role_of(store, lineage.nodes[-1].certificate.sha256, keystore)
-    passphrase = _keystore_passphrase(passphrase_fd)
-    current = _keystore_signer(store, current_name, passphrase)
-    new = _keystore_signer(store, new_key, passphrase)
+    passphrase = keystore_passphrase(passphrase_fd)
+    current = keystore_signer(store, current_name, passphrase)
+    new = keystore_signer(store, new_key, passphrase)
     granted = _capabilities(capabilities) if capabilities is not None else None
     extended = rotate_lineage(lineage, current, new, granted)
     write_lineage_file(extended, out)
@@ -368,7 +367,7 @@ def sign_command(
         verify_output=verify_output,
     )
     with contextlib.ExitStack() as stack:
-        signers = _load_signers(stack, keystore, keys, uris, passphrase_fd)
+        signers = load_signers(stack, keystore, keys, uris, passphrase_fd)
         report = sign_apk(input_apk, output_apk, signers, options)
     line = report.to_json()
     if as_json:
@@ -380,52 +379,6 @@ def sign_command(
 
 def _switch(value: str | None) -> bool | None:
     return None if value is None else value == "on"
-
-
-def _load_signers(
-    stack: contextlib.ExitStack,
-    keystore: Path | None,
-    keys: tuple[str, ...],
-    uris: tuple[str, ...],
-    passphrase_fd: int | None,
-) -> list[Signer]:
-    """Signers from one source: keystore keys (one passphrase) or token keys (one PIN); never both at once."""
-    if uris and (keystore is not None or keys):
-        raise UsageError("sign with --keystore and --key, or with --pkcs11, not both")
-    if uris:
-        from sealgate.custody.token import Pkcs11Uri, TokenSigner
-
-        parsed = [Pkcs11Uri.parse(uri) for uri in uris]
-        pin = read_passphrase(fd=passphrase_fd, what=f"PIN of token {parsed[0].token_name}")
-        return [stack.enter_context(TokenSigner.open(uri, pin)) for uri in parsed]
-    if keystore is None:
-        raise UsageError("name the keys to sign with: --keystore DIR --key ROLE, or --pkcs11 URI")
-    if not keys:
-        raise UsageError("name at least one keystore key with --key ROLE")
-    store = _open_keystore(keystore)
-    passphrase = _keystore_passphrase(passphrase_fd)
-    return [_keystore_signer(store, key, passphrase) for key in keys]
-
-
-def _open_keystore(path: Path) -> Keystore:
-    from sealgate.custody.keystore import Keystore
-
-    return Keystore.open(path)
-
-
-def _keystore_passphrase(passphrase_fd: int | None) -> str:
-    return read_passphrase(fd=passphrase_fd, what="keystore passphrase")
-
-
-def _keystore_signer(store: Keystore, key: str, passphrase: str) -> Signer:
-    """`ROLE` (its current key) or `ROLE:GEN` (a generation kept after `keys rotate`)."""
-    role, separator, generation_text = key.partition(":")
-    generation: int | None = None
-    if separator:
-        if not generation_text.isdigit() or int(generation_text) < 1:
-            raise UsageError(f"--key {key!r}: the generation after ':' must be a positive number")
-        generation = int(generation_text)
-    return store.unlocking_signer(role, passphrase, generation)
 
 
 def _keystore_role_of(store: Keystore, certificate_sha256: str, path: Path) -> str:

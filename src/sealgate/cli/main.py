@@ -28,6 +28,7 @@ LAZY_COMMANDS = {
     "sign": "sealgate.cli.sign:sign",
     "record": "sealgate.cli.record:record",
     "device": "sealgate.cli.device:device",
+    "repo": "sealgate.cli.repo:repo",
 }
 
 

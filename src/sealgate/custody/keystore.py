@@ -29,7 +29,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,7 +51,7 @@ from sealgate.custody.pkcs8 import (
 )
 from sealgate.custody.roles import KeySpec, RoleSpec, select_roles, self_signed_certificate
 from sealgate.custody.roles import role as role_spec
-from sealgate.durable import fsync_directory
+from sealgate.durable import replace_file
 from sealgate.errors import KeystoreError, KeystoreLockedError, UsageError
 from sealgate.signing import PrivateKeySigner, SigningAlgorithm
 
@@ -578,31 +577,13 @@ def _locked(directory: Path, *, exclusive: bool) -> Iterator[None]:
 
 def atomic_write(path: Path, data: bytes, *, mode: int = 0o600) -> None:
     """Replace `path` with `data` so that readers and crashes see the old file or the new one, never a mix."""
-    directory = path.parent
-    tmp_path: str | None = None
     try:
-        fd, tmp_path = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            os.fchmod(fd, mode)
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp_path, path)
-        tmp_path = None
-        fsync_directory(directory)
+        replace_file(path, data, mode=mode)
     except OSError as exc:
         hint = " (the disk is full)" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else ""
         raise KeystoreError(
             f"cannot write {path}: {exc.strerror}{hint}; the previous file, if any, is unchanged"
         ) from None
-    finally:
-        if tmp_path is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp_path)
 
 
 def _dump_json(document: Mapping[str, Any]) -> bytes:
