@@ -122,7 +122,8 @@ def _drop_duplicates(candidates: Iterable[Located], published: frozenset[str]) -
     kept: list[Located] = []
     refusals: list[Refusal] = []
     for (package, code), items in sorted(by_version.items()):
-        items.sort(key=lambda i: (i.scan.sha256 not in published, i.section != "repo", i.scan.name))
+        # The published file wins, then one in repo/, then the one named <package>_<versionCode>.apk.
+        items.sort(key=lambda i: (i.scan.sha256 not in published, i.section != "repo", not _canonical(i.scan), i.key))
         winner = items[0]
         kept.append(winner)
         for other in items[1:]:
@@ -138,6 +139,10 @@ def _drop_duplicates(candidates: Iterable[Located], published: frozenset[str]) -
                     )
                 )
     return kept, refusals
+
+
+def _canonical(scan: ScannedApk) -> bool:
+    return scan.name == f"{scan.package}_{scan.version_code}.apk"
 
 
 def _update_conflict(candidate: ScannedApk, others: Sequence[ScannedApk]) -> str | None:

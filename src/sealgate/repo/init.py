@@ -56,7 +56,7 @@ def init_repository(
         signing=replace(signing, keystore=Path(os.path.abspath(signing.keystore)) if signing.keystore else None),
     )
     try:
-        for folder in ("repo", "archive", "metadata", "repo/icons"):
+        for folder in ("repo", "metadata", "repo/icons", *(("archive",) if archive_older > 0 else ())):
             (base / folder).mkdir(parents=True, exist_ok=True)
         if certificate is not None and certificate_path is not None:
             source = certificate / "repo.x509.pem" if certificate.is_dir() else certificate

@@ -116,7 +116,9 @@ def update_repository(
     if signer is not None:
         _check_signer(config, signer)
     config.repo_dir.mkdir(parents=True, exist_ok=True)
-    archive_enabled = config.archive_older > 0 or config.archive_dir.is_dir()
+    # An archive section exists when the policy asks for one, or while archive/ still holds APKs (which a policy
+    # of 0, "keep every version in repo/", then moves back).
+    archive_enabled = config.archive_older > 0 or any(config.archive_dir.glob("*.apk"))
     if archive_enabled:
         config.archive_dir.mkdir(exist_ok=True)
     metadata, report.metadata_errors = load_all_metadata(config.metadata_dir)
