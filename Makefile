@@ -7,8 +7,11 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
+# fdroidserver, in a virtual environment of its own: the peer the repository tests compare against.
+PEERS   ?= .venv-fdroidserver
+PEERS_STAMP = $(PEERS)/.installed
 
-.PHONY: run test lint typecheck bench clean
+.PHONY: run test lint typecheck bench clean peers
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +19,14 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	$(BIN)/python -m compileall -q src >/dev/null
 	touch $(STAMP)
+
+$(PEERS_STAMP): peers/fdroidserver.lock
+	$(PYTHON) -m venv $(PEERS)
+	$(PEERS)/bin/python -m pip install --quiet --no-deps --require-hashes -r peers/fdroidserver.lock
+	$(PEERS)/bin/python -m compileall -q $(PEERS)/lib >/dev/null
+	touch $(PEERS_STAMP)
+
+peers: $(PEERS_STAMP)
 
 run: $(STAMP)
 	$(BIN)/sealgate apk verify $(ARGS)
@@ -27,11 +38,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy src
 
-test: lint typecheck
+test: lint typecheck peers
 	$(BIN)/pytest -n auto -q
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_verify.py $(ARGS)
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(PEERS) .mypy_cache .pytest_cache .ruff_cache
