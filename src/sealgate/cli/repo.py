@@ -186,13 +186,9 @@ def _print_report(report: Any, *, signed: bool) -> None:
     for warning in report.warnings:
         console.print(f"[yellow]warning[/yellow] {warning}")
     if report.refusals:
-        table = Table(title=f"{len(report.refusals)} APK(s) refused, not indexed", title_justify="left")
-        table.add_column("file")
-        table.add_column("step")
-        table.add_column("reason", overflow="fold")
+        console.print(f"{len(report.refusals)} APK(s) refused, not indexed:")
         for refusal in report.refusals:
-            table.add_row(refusal.name, refusal.code, refusal.reason)
-        console.print(table)
+            console.print(f"  [red]{refusal.code}[/red] {refusal.name}: {refusal.reason}", markup=True)
     for source, target in report.moved:
         console.print(f"moved {source} -> {target}")
     for path in report.created_metadata:
@@ -207,6 +203,69 @@ def _print_report(report: Any, *, signed: bool) -> None:
     console.print(f"{report.scanned} APK(s) scanned, {report.cached} unchanged, in {report.seconds:.2f} s")
     if not signed:
         console.print("the index is not signed: no signing key is configured or --nosign was given")
+
+
+@repo.command("publish")
+@click.argument("dest", type=click.Path(file_okay=False, path_type=Path))
+@_DIR_OPTION
+@click.option("--new-key", is_flag=True, help="Allow an index signed by another key than the published one.")
+@JSON_OUTPUT
+def publish_command(dest: Path, directory: Path, new_key: bool, as_json: bool) -> int:
+    """Switch the web root DEST to the repository's current state, atomically (DEST/repo, DEST/archive).
+
+    The working copy is checked as a client would check it first; files earlier indexes named stay available.
+    """
+    from sealgate.repo.config import load_config
+    from sealgate.repo.publish import publish
+
+    config = load_config(directory)
+    certificate = config.certificate()
+    with _progress(enabled=not as_json) as progress:
+        report = publish(
+            config.root,
+            dest,
+            expected_fingerprint=certificate.sha256 if certificate is not None else None,
+            allow_new_key=new_key,
+            progress=progress,
+        )
+    if as_json:
+        click.echo(json.dumps(report.to_json()))
+    else:
+        click.echo(
+            f"published release {report.release} to {dest}: {report.files} files ({report.copied} new, "
+            f"{report.copied_bytes} bytes copied), {report.kept_from_earlier} kept for earlier indexes, "
+            f"signed by {report.fingerprint}"
+        )
+    return EXIT_OK
+
+
+@repo.command("fetch")
+@click.argument("url")
+@click.option("--fingerprint", help="The repository's SHA-256 fingerprint (or put ?fingerprint= in URL).")
+@click.option("--timeout", type=click.FloatRange(min=1), default=30.0, show_default=True, help="Seconds per request.")
+@JSON_OUTPUT
+def fetch_command(url: str, fingerprint: str | None, timeout: float, as_json: bool) -> int:
+    """Download and verify a repository's index (ours or any F-Droid repository's) and list its apps."""
+    from sealgate.repo.fetch import fetch_index, summarise
+
+    fetched = fetch_index(url, fingerprint, timeout=timeout)
+    rows = summarise(fetched)
+    if as_json:
+        click.echo(json.dumps({"address": fetched.address, "fingerprint": fetched.fingerprint, "apps": rows}))
+        return EXIT_OK
+    from rich.console import Console
+    from rich.table import Table
+
+    name = fetched.index.get("repo", {}).get("name", {})
+    table = Table(title=f"{name.get('en-US', fetched.address)}: {len(rows)} apps, verified", title_justify="left")
+    for column in ("package", "name", "version", "versions", "signer"):
+        table.add_column(column)
+    for row in rows:
+        version = f"{row['version_name']} ({row['version_code']})"
+        table.add_row(row["package"], str(row["name"]), version, str(row["versions"]), (row["signer"] or "")[:16])
+    Console(highlight=False).print(table)
+    click.echo(f"index signed by {fetched.fingerprint}")
+    return EXIT_OK
 
 
 @repo.group("metadata")

@@ -95,51 +95,59 @@ def sign_index_jar(entry_name: str, data: bytes, signer: Signer, *, timestamp_ms
 
 
 def read_index_jar(
-    path: str | os.PathLike[str], entry_name: str | None = None, *, expected_fingerprint: str | None = None
+    path: str | os.PathLike[str],
+    entry_name: str | None = None,
+    *,
+    expected_fingerprint: str | None = None,
+    label: str | None = None,
 ) -> VerifiedIndex:
     """Verify an index JAR and return its JSON entry; RepoError when anything is off.
 
     `entry_name` None takes the first entry outside META-INF/ (as fdroidserver does for old index.jar files).
     The fingerprint, when given, may be in any case and with separators (as F-Droid shows it: AB:CD or AB CD).
+    `label` names the JAR in messages (its URL, for a download) instead of `path`.
     """
+    where = label or os.fspath(path)
     try:
         archive = ZipArchive.open(path)
     except SealgateError as exc:
-        raise RepoError(f"{os.fspath(path)} is not a signed index JAR: {exc}") from None
+        raise RepoError(f"{where} is not a signed index JAR: {exc}") from None
     with archive:
         if archive.violations:
-            raise RepoError(f"{os.fspath(path)}: {archive.violations[0].message}")
+            raise RepoError(f"{where}: {archive.violations[0].message}")
         blocks = [entry for entry in archive.entries if _SIGNATURE_BLOCK.match(entry.name)]
         if len(blocks) != 1:
             found = "no signature" if not blocks else f"{len(blocks)} signatures"
-            raise RepoError(f"{os.fspath(path)} has {found}; an index JAR must carry exactly one signer")
+            raise RepoError(f"{where} has {found}; an index JAR must carry exactly one signer")
         # Judged as a current Java runtime judges a JAR (signed attributes, SHA-1 or SHA-256), not as Android 1.x.
         result = verify_v1(archive, _JAVA_LEVEL, 0x7FFFFFFF, found_apk_sig_scheme_ids=frozenset())
         if not result.verified or len(result.signers) != 1 or len(result.signers[0].certificates) != 1:
             issues = [*result.errors, *(issue for signer in result.signers for issue in signer.errors)]
             problems = "; ".join(issue.message for issue in issues[:2]) or "it does not verify"
-            raise RepoError(f"{os.fspath(path)}: the JAR signature does not verify: {problems}")
+            raise RepoError(f"{where}: the JAR signature does not verify: {problems}")
         certificate = result.signers[0].certificates[0]
         names = [entry.name for entry in archive.entries if not entry.name.startswith("META-INF/")]
         name = entry_name if entry_name is not None else (names[0] if names else None)
         entry = archive.entry(name) if name is not None else None
         if entry is None:
-            raise RepoError(f"{os.fspath(path)} does not hold {entry_name or 'an index'}")
+            raise RepoError(f"{where} does not hold {entry_name or 'an index'}")
         data = archive.read(entry, max_size=MAX_INDEX_SIZE)
     if expected_fingerprint is not None and certificate.sha256 != normalise_fingerprint(expected_fingerprint):
         raise RepoError(
-            f"{os.fspath(path)} is signed by {certificate.sha256}, not by the expected {expected_fingerprint}: "
+            f"{where} is signed by {certificate.sha256}, not by the expected {expected_fingerprint}: "
             "refusing an index from another key"
         )
     return VerifiedIndex(data, certificate)
 
 
-def read_index_jar_bytes(data: bytes, entry_name: str | None, *, expected_fingerprint: str | None) -> VerifiedIndex:
+def read_index_jar_bytes(
+    data: bytes, entry_name: str | None, *, expected_fingerprint: str | None, label: str
+) -> VerifiedIndex:
     """`read_index_jar` for a JAR held in memory (a download), through a private temporary file."""
     with tempfile.TemporaryDirectory(prefix="sealgate-index-") as directory:
         path = Path(directory) / "index.jar"
         path.write_bytes(data)
-        return read_index_jar(path, entry_name, expected_fingerprint=expected_fingerprint)
+        return read_index_jar(path, entry_name, expected_fingerprint=expected_fingerprint, label=label)
 
 
 def normalise_fingerprint(text: str) -> str:

@@ -400,11 +400,20 @@ def _write_section(
 
 
 def _complete(directory: Path, signer: Signer | None) -> bool:
-    """Whether the files a rerun would leave alone are all there (a deleted entry.jar must be made again)."""
+    """Whether a rerun may leave the section alone: every file there, and the JARs signed by this run's key
+    (a deleted entry.jar is made again, and a new repo key re-signs an unchanged index)."""
     names = [INDEX_V2, ENTRY, INDEX_V1]
     if signer is not None:
         names += [index_jar.ENTRY_JAR, index_jar.INDEX_V1_JAR]
-    return all((directory / name).is_file() for name in names)
+    if not all((directory / name).is_file() for name in names):
+        return False
+    if signer is None:
+        return True
+    try:
+        signed = index_jar.read_index_jar(directory / index_jar.ENTRY_JAR, ENTRY)
+    except RepoError:
+        return False
+    return signed.certificate.der == signer.certificate.der and signed.data == (directory / ENTRY).read_bytes()
 
 
 def _check_entry_against_disk(directory: Path, entry: Mapping[str, Any]) -> None:
