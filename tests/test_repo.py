@@ -412,3 +412,26 @@ def test_signing_with_another_key_than_the_configured_certificate_is_refused(
     with pytest.raises(RepoError, match="clients pinned to it would refuse"):
         _update(root, keys["stranger"])
     assert not (root / "repo" / "entry.jar").exists()
+
+
+def test_touched_files_are_rescanned_and_damaged_outputs_rewritten(
+    tmp_path: Path, keys: dict[str, PrivateKeySigner]
+) -> None:
+    root = _repo(tmp_path)
+    _metadata(root, "org.example.app")
+    apk = signed_app(root / "repo" / "org.example.app_1.apk", "org.example.app", 1, [keys["developer"]])
+    _update(root, keys["repo"])
+    index = (root / "repo" / "index-v2.json").read_bytes()
+    # A touched APK (same bytes, new mtime) is scanned again, and the index stays the same bytes.
+    os.utime(apk, ns=(apk.stat().st_atime_ns, apk.stat().st_mtime_ns + 1_000_000_000))
+    report = _update(root, keys["repo"])
+    assert report.scanned == 1 and [s.changed for s in report.sections] == [False]  # type: ignore[attr-defined]
+    assert (root / "repo" / "index-v2.json").read_bytes() == index
+    # A deleted or replaced output is not "up to date": the update writes the section again.
+    (root / "repo" / "entry.jar").unlink()
+    report = _update(root, keys["repo"])
+    assert [s.changed for s in report.sections] == [True]  # type: ignore[attr-defined]
+    read_index_jar(root / "repo" / "entry.jar", "entry.json", expected_fingerprint=keys["repo"].certificate.sha256)
+    # Nothing changed since: answered from the record of the last update, without a scan.
+    report = _update(root, keys["repo"])
+    assert (report.scanned, report.cached) == (0, 1)  # type: ignore[attr-defined]

@@ -23,6 +23,7 @@ from repo_tools import signed_app, throwaway_signer
 from sealgate.errors import RepoError
 from sealgate.repo.config import load_config
 from sealgate.repo.fetch import fetch_index
+from sealgate.repo.index_jar import read_index_jar
 from sealgate.repo.init import init_repository
 from sealgate.repo.publish import KEEP_RELEASES, publish, published_sections
 from sealgate.repo.update import UpdateOptions, update_repository
@@ -261,3 +262,74 @@ def test_a_killed_publish_leaves_no_debris_after_the_next_one(
     assert not [name for name in os.listdir(store / "objects") if name.endswith(".partial")]
     shutil.rmtree(work / "repo")
     published_sections(dest)
+
+
+# -- the index signed on the offline machine -------------------------------------------------------------------------
+
+
+def _cli(*args: str, cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "SEALGATE_PASSPHRASE": PASSPHRASE}
+    sealgate = [sys.executable, "-c", "import sys; from sealgate.cli.main import main; sys.exit(main())"]
+    result = subprocess.run([*sealgate, *args], cwd=cwd, env=env, capture_output=True, text=True)
+    assert "Traceback" not in result.stderr, result.stderr
+    if check:
+        assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def test_index_signed_offline_round_trip(tmp_path: Path, keys: dict[str, PrivateKeySigner]) -> None:
+    offline, online = tmp_path / "offline", tmp_path / "online"
+    offline.mkdir()
+    online.mkdir()
+    _cli("keys", "init", str(offline / "ks"), "--roles", "repo", "--key-type", "rsa-2048",
+         "--export", str(online / "public"))  # fmt: skip
+    root = online / "fdroid"
+    _cli("repo", "init", str(root), "--url", URL, "--certificate", str(online / "public"))
+    (root / "metadata" / "org.example.app.yml").write_text("License: MIT\n")
+    signed_app(root / "repo" / "org.example.app_1.apk", "org.example.app", 1, [keys["developer"]])
+    report = json.loads(_cli("repo", "update", "--json", cwd=root).stdout)
+    request = Path(report["signing_request"])
+    assert request == root / "index-signing-request.zip" or request == Path("index-signing-request.zip")
+    assert not (root / "repo" / "entry.jar").exists()
+    with pytest.raises(RepoError, match="not signed"):
+        publish(root, tmp_path / "www")
+    # The offline machine: the request travels there, the response comes back.
+    shutil.copy(root / "index-signing-request.zip", offline / "request.zip")
+    _cli("sign", str(offline / "request.zip"), "--keystore", str(offline / "ks"), "--record",
+         str(offline / "record.log"), "--out", str(offline / "response.zip"), "--yes", "--allow-online")  # fmt: skip
+    applied = json.loads(_cli("repo", "apply", str(offline / "response.zip"), "--public", str(online / "public"),
+                              "--json", cwd=root).stdout)  # fmt: skip
+    written = sorted(f"{Path(path).parent.name}/{Path(path).name}" for path in applied["written"])
+    assert written == ["archive/entry.jar", "archive/index-v1.jar", "repo/entry.jar", "repo/index-v1.jar"]
+    fingerprint = json.loads((online / "public" / "keys.json").read_text())["roles"]["repo"]["certificate_sha256"]
+    read_index_jar(root / "repo" / "entry.jar", "entry.json", expected_fingerprint=fingerprint)
+    read_index_jar(root / "repo" / "index-v1.jar", "index-v1.json", expected_fingerprint=fingerprint)
+    assert not request.exists() and not (root / "index-signing-request.zip").exists()
+    publish(root, tmp_path / "www")
+    assert published_sections(tmp_path / "www")[0].fingerprint == fingerprint
+    # A rerun with nothing changed keeps the offline signatures and asks for nothing.
+    report = json.loads(_cli("repo", "update", "--json", cwd=root).stdout)
+    assert report["signing_request"] is None and report["sections"][0]["changed"] is False
+
+
+def test_signatures_for_an_older_index_are_refused(tmp_path: Path, keys: dict[str, PrivateKeySigner]) -> None:
+    offline, online = tmp_path / "offline", tmp_path / "online"
+    offline.mkdir()
+    online.mkdir()
+    _cli("keys", "init", str(offline / "ks"), "--roles", "repo", "--key-type", "rsa-2048",
+         "--export", str(online / "public"))  # fmt: skip
+    root = online / "fdroid"
+    _cli("repo", "init", str(root), "--url", URL, "--certificate", str(online / "public"))
+    (root / "metadata" / "org.example.app.yml").write_text("License: MIT\n")
+    signed_app(root / "repo" / "org.example.app_1.apk", "org.example.app", 1, [keys["developer"]])
+    _cli("repo", "update", cwd=root)
+    shutil.copy(root / "index-signing-request.zip", offline / "request.zip")
+    _cli("sign", str(offline / "request.zip"), "--keystore", str(offline / "ks"), "--record",
+         str(offline / "record.log"), "--out", str(offline / "response.zip"), "--yes", "--allow-online")  # fmt: skip
+    (root / "metadata" / "org.example.app.yml").write_text("License: MIT\nSummary: changed meanwhile\n")
+    _cli("repo", "update", cwd=root)
+    refused = _cli("repo", "apply", str(offline / "response.zip"), "--public", str(online / "public"), cwd=root,
+                   check=False)  # fmt: skip
+    assert refused.returncode == 1
+    assert "it is a response to another request, or an old one replayed" in refused.stderr
+    assert not (root / "repo" / "entry.jar").exists()

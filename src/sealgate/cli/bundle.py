@@ -266,13 +266,28 @@ def _response_text(file: Path, response: SigningResponse, digest: str) -> str:
 def apply_command(response: Path, request_file: Path, public_dir: Path, out_dir: Path, as_json: bool) -> int:
     """Check every signature in RESPONSE and put the signed artifacts in --out (all of them, or nothing)."""
     result = apply_response(response, request_file, PublicKeys.load(public_dir), out_dir)
+    completed = _complete_repository_index(request_file, out_dir)
     if as_json:
-        click.echo(json.dumps(result.to_json()))
+        click.echo(json.dumps({**result.to_json(), "index_jars": [str(path) for path in completed]}))
         return 0
     click.echo(f"applied response {result.response_id} to request {result.request_id}:")
     for item in result.items:
         click.echo(f"  {item.path}  ({item.kind}, {item.role} {item.certificate_sha256[:16]}…, {item.algorithm})")
     click.echo(f"  record head {result.record_head}")
+    for path in completed:
+        click.echo(f"  signed {path}")
     for warning in result.warnings:
         click.echo(f"warning: {warning}", err=True)
     return 0
+
+
+def _complete_repository_index(request_file: Path, out_dir: Path) -> list[Path]:
+    """A response to a repository's index request also signs the index JARs (what `repo apply` does)."""
+    from sealgate.repo.offline_index import REQUEST_FILE, complete_index_signing
+
+    root = request_file.resolve().parent
+    if request_file.name != REQUEST_FILE or not (root / "config.yml").is_file():
+        return []
+    from sealgate.repo.config import load_config
+
+    return complete_index_signing(load_config(root), out_dir)

@@ -9,6 +9,7 @@ refusals, so that one bad upload does not block a repository; `--strict` makes r
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import sys
 from pathlib import Path
@@ -132,24 +133,24 @@ def update_command(
     from sealgate.repo.update import UpdateOptions, update_repository
 
     config = load_config(directory)
+    signing = not nosign and (config.signing.keystore is not None or config.signing.pkcs11 is not None)
     with contextlib.ExitStack() as stack:
-        signer = None if nosign else _repo_signer(stack, config, passphrase_fd)
+        # The key is unlocked only if there is something to sign: an unchanged rerun asks for no passphrase.
+        signer = functools.partial(_repo_signer, stack, config, passphrase_fd) if signing else None
         progress = stack.enter_context(_progress(enabled=not as_json))
         options = UpdateOptions(pretty=pretty, create_metadata=create_metadata, workers=jobs, progress=progress)
         report = update_repository(config, signer, options)
     if as_json:
         click.echo(json.dumps(report.to_json(), ensure_ascii=False))
     else:
-        _print_report(report, signed=signer is not None)
+        _print_report(report, signed=signing)
     return EXIT_FAILED if strict and (report.refusals or report.metadata_errors) else EXIT_OK
 
 
-def _repo_signer(stack: contextlib.ExitStack, config: Any, passphrase_fd: int | None) -> Signer | None:
+def _repo_signer(stack: contextlib.ExitStack, config: Any, passphrase_fd: int | None) -> Signer:
     from sealgate.cli.signers import load_signers
 
     signing = config.signing
-    if signing.pkcs11 is None and signing.keystore is None:
-        return None
     uris = (signing.pkcs11,) if signing.pkcs11 is not None else ()
     keys = (signing.key,) if signing.keystore is not None else ()
     return load_signers(stack, signing.keystore, keys, uris, passphrase_fd)[0]
@@ -201,8 +202,52 @@ def _print_report(report: Any, *, signed: bool) -> None:
         summary.add_row(section.kind, str(section.apps), str(section.versions), state)
     console.print(summary)
     console.print(f"{report.scanned} APK(s) scanned, {report.cached} unchanged, in {report.seconds:.2f} s")
-    if not signed:
+    if report.signing_request:
+        console.print(
+            f"the index is unsigned; the signing request for the offline machine is {report.signing_request}:\n"
+            f"  offline:  sealgate sign {report.signing_request}\n"
+            "  here:     sealgate repo apply RESPONSE --public PUBLIC-KEYS-DIR"
+        )
+    elif not signed:
         console.print("the index is not signed: no signing key is configured or --nosign was given")
+
+
+@repo.command("apply")
+@click.argument("response", type=click.Path(dir_okay=False, path_type=Path))
+@_DIR_OPTION
+@click.option("--public", "public_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="The custodian's public keys (`sealgate keys export-public`).")  # fmt: skip
+@JSON_OUTPUT
+def apply_command(response: Path, directory: Path, public_dir: Path, as_json: bool) -> int:
+    """Finish an offline-signed index: check the custodian's RESPONSE and sign entry.jar and index-v1.jar with it."""
+    from sealgate.repo.config import load_config
+
+    config = load_config(directory)
+    written = apply_index_response(config, response, public_dir)
+    if as_json:
+        click.echo(json.dumps({"written": [str(path) for path in written]}))
+    else:
+        for path in written:
+            click.echo(f"signed {path}")
+    return EXIT_OK
+
+
+def apply_index_response(config: Any, response: Path, public_dir: Path) -> list[Path]:
+    """`bundle apply` of the response to the repository's pending request, then the JARs assembled around it."""
+    import shutil
+
+    from sealgate.custody.signing_session import PublicKeys, apply_response
+    from sealgate.repo.offline_index import PENDING_DIR, REQUEST_FILE, complete_index_signing
+
+    request = config.root / REQUEST_FILE
+    if not request.is_file():
+        raise RepoError(f"no signing request is pending in {config.root} ({REQUEST_FILE} is missing)")
+    signed = config.state_dir / PENDING_DIR / "signed"
+    shutil.rmtree(signed, ignore_errors=True)
+    apply_response(response, request, PublicKeys.load(public_dir), signed)
+    written = complete_index_signing(config, signed)
+    shutil.rmtree(signed, ignore_errors=True)
+    return written
 
 
 @repo.command("publish")

@@ -23,7 +23,6 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from sealgate.apk.update_rules import decide_update
 from sealgate.repo.metadata import AppMetadata
 from sealgate.repo.scan import ScannedApk
 
@@ -147,15 +146,19 @@ def _canonical(scan: ScannedApk) -> bool:
 
 def _update_conflict(candidate: ScannedApk, others: Sequence[ScannedApk]) -> str | None:
     """Why `candidate` and one of `others` (same package) could not follow each other on a device, or None."""
+    from sealgate.apk.update_rules import decide_update
+
     for other in others:
         older, newer = (other, candidate) if other.version_code <= candidate.version_code else (candidate, other)
         low = max(older.min_sdk, newer.min_sdk)
         levels = sorted({low, *(level for level in (*older.levels(), *newer.levels()) if level >= low)})
         for level in levels:
-            installed, update = older.identity_at(level), newer.identity_at(level)
-            if installed is None or update is None:
+            installed_raw, update_raw = older.raw_identity_at(level), newer.raw_identity_at(level)
+            if installed_raw is None or update_raw is None:
                 continue
-            decision = decide_update(installed, update)
+            if installed_raw.certificates == update_raw.certificates:
+                continue  # the same signer set: Android's first and commonest acceptance, decided without parsing
+            decision = decide_update(installed_raw.identity(), update_raw.identity())
             if not decision.accepted:
                 return (
                     f"version {newer.version_code} ({newer.name}) cannot update version {older.version_code} "

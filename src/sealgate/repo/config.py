@@ -13,12 +13,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from sealgate.apk.certificate import Certificate, CertificateError
 from sealgate.errors import RepoError
 from sealgate.repo.yamlfile import YamlDocument, load_yaml
+
+if TYPE_CHECKING:
+    from sealgate.apk.certificate import Certificate
 
 CONFIG_FILE = "config.yml"
 #: fdroidserver 2.4.5's default when config.yml is silent: no archive, every version stays in repo/.
@@ -174,6 +176,8 @@ def load_config(root: str | os.PathLike[str]) -> RepoConfig:
 
 def read_certificate(path: Path) -> Certificate:
     """A certificate file, PEM or DER."""
+    from sealgate.apk.certificate import Certificate, CertificateError
+
     try:
         data = path.read_bytes()
     except OSError as exc:

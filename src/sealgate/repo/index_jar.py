@@ -23,14 +23,14 @@ import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from sealgate.apk.certificate import Certificate
-from sealgate.apk.signing import jar
-from sealgate.apk.signing.key_algorithms import JarAlgorithm
-from sealgate.apk.v1 import verify_v1
 from sealgate.errors import RepoError, SealgateError
 from sealgate.signing import Signer, SigningAlgorithm
 from sealgate.ziparchive import ZipArchive
+
+if TYPE_CHECKING:
+    from sealgate.apk.certificate import Certificate
 
 ENTRY_JAR = "entry.jar"
 INDEX_V1_JAR = "index-v1.jar"
@@ -61,37 +61,90 @@ class VerifiedIndex:
         return self.certificate.sha256
 
 
-def sign_index_jar(entry_name: str, data: bytes, signer: Signer, *, timestamp_ms: int, sha1: bool) -> bytes:
-    """The JAR holding `data` as `entry_name`, signed by `signer` (SHA-1 digests for index-v1.jar, else SHA-256)."""
-    if len(signer.certificate.der) < MIN_CERTIFICATE_SIZE:
+@dataclass(frozen=True)
+class PreparedJar:
+    """An index JAR before its signature: the JSON entry, MANIFEST.MF and the .SF file the signature is over."""
+
+    entry_name: str
+    data: bytes
+    signer_name: str
+    digest: str
+    signing: SigningAlgorithm
+    key_type: str
+    manifest: bytes
+    signature_file: bytes
+    timestamp_ms: int
+
+
+def prepare_index_jar(
+    entry_name: str, data: bytes, certificate: Certificate, *, key_name: str, timestamp_ms: int, sha1: bool
+) -> PreparedJar:
+    """Everything of the JAR but the signature: what an offline custodian signs is `signature_file`."""
+    from sealgate.apk.signing import jar
+    from sealgate.signing import key_algorithms
+
+    if len(certificate.der) < MIN_CERTIFICATE_SIZE:
         raise RepoError(
-            f"the certificate of key {signer.name!r} is {len(signer.certificate.der)} bytes; F-Droid clients refuse "
+            f"the certificate of key {key_name!r} is {len(certificate.der)} bytes; F-Droid clients refuse "
             f"index signing certificates under {MIN_CERTIFICATE_SIZE} bytes"
         )
-    key_type = _key_type(signer)
+    algorithms = key_algorithms(certificate.public_key())
+    key_type = next(iter(algorithms)).key_type if algorithms else "unknown"
     table = _SHA1_ALGORITHMS if sha1 else _SHA256_ALGORITHMS
     if key_type not in table:
         raise RepoError(
-            f"key {signer.name!r} is an {key_type} key; F-Droid clients verify index-v1.jar only with SHA-1 "
+            f"key {key_name!r} is an {key_type} key; F-Droid clients verify index-v1.jar only with SHA-1 "
             "digests, which Java pairs with RSA or DSA keys: use an RSA repo key"
         )
-    algorithm = JarAlgorithm("SHA-1" if sha1 else "SHA-256", table[key_type], key_type)
-    name = jar.signer_names([signer])[0]
-    digest = jar.digest(algorithm.digest)
-    digest.update(data)
-    files = jar.sign_jar(
-        [jar.JarSigner(signer, name, algorithm)], {entry_name: digest.digest()}, algorithm.digest, (), None
+    digest_name = "SHA-1" if sha1 else "SHA-256"
+    entry_digest = jar.digest(digest_name)
+    entry_digest.update(data)
+    manifest, sections = jar.build_manifest(jar.main_attributes(None), {entry_name: entry_digest.digest()}, digest_name)
+    signature_file = jar.build_signature_file(manifest, sections, digest_name, ())
+    return PreparedJar(
+        entry_name=entry_name,
+        data=data,
+        signer_name=jar.signer_file_name(key_name),
+        digest=digest_name,
+        signing=table[key_type],
+        key_type=key_type,
+        manifest=manifest,
+        signature_file=signature_file,
+        timestamp_ms=timestamp_ms,
     )
-    ordered = sorted(files, key=lambda item: (item[0] != jar.MANIFEST_NAME, item[0].endswith(f".{key_type}"), item[0]))
-    date_time = time.gmtime(timestamp_ms // 1000)[:6]
+
+
+def assemble_index_jar(prepared: PreparedJar, signer: Signer) -> bytes:
+    """The signed JAR: `signer` signs the prepared .SF (a key at hand, or a signature made offline)."""
+    from sealgate.apk.signing import jar
+    from sealgate.apk.signing.key_algorithms import JarAlgorithm
+
+    algorithm = JarAlgorithm(prepared.digest, prepared.signing, prepared.key_type)
+    block = jar.build_signature_block(jar.JarSigner(signer, prepared.signer_name, algorithm), prepared.signature_file)
+    base = f"{jar.META_INF}{prepared.signer_name}"
+    files = [
+        (jar.MANIFEST_NAME, prepared.manifest),
+        (f"{base}.SF", prepared.signature_file),
+        (f"{base}.{prepared.key_type}", block),
+        (prepared.entry_name, prepared.data),
+    ]
+    date_time = time.gmtime(prepared.timestamp_ms // 1000)[:6]
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
-        for file_name, content in (*ordered, (entry_name, data)):
+        for file_name, content in files:
             info = zipfile.ZipInfo(file_name, date_time=(max(date_time[0], 1980), *date_time[1:]))
             info.compress_type = zipfile.ZIP_DEFLATED
             info.external_attr = 0o644 << 16
             archive.writestr(info, content, compresslevel=9)
     return buffer.getvalue()
+
+
+def sign_index_jar(entry_name: str, data: bytes, signer: Signer, *, timestamp_ms: int, sha1: bool) -> bytes:
+    """The JAR holding `data` as `entry_name`, signed by `signer` (SHA-1 digests for index-v1.jar, else SHA-256)."""
+    prepared = prepare_index_jar(
+        entry_name, data, signer.certificate, key_name=signer.name, timestamp_ms=timestamp_ms, sha1=sha1
+    )
+    return assemble_index_jar(prepared, signer)
 
 
 def read_index_jar(
@@ -107,6 +160,8 @@ def read_index_jar(
     The fingerprint, when given, may be in any case and with separators (as F-Droid shows it: AB:CD or AB CD).
     `label` names the JAR in messages (its URL, for a download) instead of `path`.
     """
+    from sealgate.apk.v1 import verify_v1
+
     where = label or os.fspath(path)
     try:
         archive = ZipArchive.open(path)
@@ -153,7 +208,3 @@ def read_index_jar_bytes(
 def normalise_fingerprint(text: str) -> str:
     """Lowercase hex without separators: how clients compare fingerprints."""
     return re.sub(r"[^0-9a-f]", "", text.lower())
-
-
-def _key_type(signer: Signer) -> str:
-    return next(iter(signer.algorithms())).key_type if signer.algorithms() else "unknown"

@@ -11,10 +11,11 @@ is set, an APK signed by anyone else is refused before it is indexed (`checks`).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -123,20 +124,88 @@ def load_metadata(path: str | os.PathLike[str]) -> AppMetadata:
     return AppMetadata(**values)
 
 
-def load_all_metadata(metadata_dir: Path) -> tuple[dict[str, AppMetadata], list[MetadataError]]:
-    """Every metadata/*.yml; files with errors are returned as errors (their apps are then skipped, not guessed)."""
+def load_all_metadata(
+    metadata_dir: Path, cache_path: Path | None = None
+) -> tuple[dict[str, AppMetadata], list[MetadataError]]:
+    """Every metadata/*.yml; files with errors are returned as errors (their apps are then skipped, not guessed).
+
+    With `cache_path`, files whose size, mtime and inode are unchanged are not parsed again (parsing YAML is the
+    slowest part of updating a large repository when one APK was added).
+    """
     apps: dict[str, AppMetadata] = {}
     errors: list[MetadataError] = []
     if not metadata_dir.is_dir():
         return apps, errors
-    for file in sorted(metadata_dir.glob("*.yml")):
+    cache = _read_metadata_cache(cache_path, str(metadata_dir))
+    fresh: dict[str, Any] = {}
+    for name in sorted(name for name in os.listdir(metadata_dir) if name.endswith(".yml")):
+        file = metadata_dir / name
         try:
-            metadata = load_metadata(file)
-        except MetadataError as exc:
-            errors.append(exc)
+            info = file.stat()
+        except OSError:
             continue
-        apps[metadata.package] = metadata
+        key = [info.st_size, info.st_mtime_ns, info.st_ino]
+        cached = cache.get(name)
+        if cached is not None and cached.get("key") == key:
+            fresh[name] = cached
+        else:
+            try:
+                fresh[name] = {"key": key, "app": _metadata_to_json(load_metadata(file))}
+            except MetadataError as exc:
+                fresh[name] = {"key": key, "error": [exc.path, exc.line, exc.message]}
+        entry = fresh[name]
+        if "error" in entry:
+            errors.append(MetadataError(*entry["error"]))
+        else:
+            metadata = _metadata_from_json(entry["app"])
+            apps[metadata.package] = metadata
+    if cache_path is not None and fresh != cache:
+        _write_metadata_cache(cache_path, str(metadata_dir), fresh)
     return apps, errors
+
+
+_CACHE_FORMAT = ["sealgate-metadata-cache", 1]
+
+
+def _read_metadata_cache(path: Path | None, directory: str) -> dict[str, Any]:
+    """The cached parses, if made for the same folder (messages name files by the path they were read under)."""
+    if path is None:
+        return {}
+    try:
+        document = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(document, dict) or document.get("format") != _CACHE_FORMAT or document.get("dir") != directory:
+        return {}
+    files = document.get("files")
+    return files if isinstance(files, dict) else {}
+
+
+def _write_metadata_cache(path: Path, directory: str, files: dict[str, Any]) -> None:
+    from sealgate.durable import replace_file
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        replace_file(
+            path, json.dumps({"format": _CACHE_FORMAT, "dir": directory, "files": files}, ensure_ascii=False).encode()
+        )
+    except OSError:
+        pass  # a cache that cannot be written only costs the next run a parse
+
+
+def _metadata_to_json(metadata: AppMetadata) -> dict[str, Any]:
+    data = {item.name: getattr(metadata, item.name) for item in fields(metadata)}
+    data["categories"] = list(metadata.categories)
+    data["anti_features"] = {name: dict(reasons) for name, reasons in metadata.anti_features.items()}
+    data["allowed_signers"] = sorted(metadata.allowed_signers)
+    return data
+
+
+def _metadata_from_json(data: dict[str, Any]) -> AppMetadata:
+    values = dict(data)
+    values["categories"] = tuple(values["categories"])
+    values["allowed_signers"] = frozenset(values["allowed_signers"])
+    return AppMetadata(**values)
 
 
 def new_metadata_yaml(package: str, *, name: str | None, signer_sha256: str, version_code: int) -> str:

@@ -15,25 +15,37 @@ core busy on a repository of thousands of small APKs.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import os
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sealgate.apk.certificate import Certificate
-from sealgate.apk.lineage import parse_lineage_attribute
-from sealgate.apk.update_rules import SigningIdentity
 from sealgate.durable import replace_file
 from sealgate.errors import RepoError, SealgateError
+
+if TYPE_CHECKING:
+    from sealgate.apk.update_rules import SigningIdentity
 
 CACHE_FORMAT = "sealgate-scan-cache"
 #: Bump when ScannedApk changes meaning, so that an older cache is rebuilt instead of misread.
 CACHE_VERSION = 1
 _HASH_BLOCK = 1 << 20
+
+
+@functools.lru_cache(maxsize=4096)
+def _parsed_identity(certificates: tuple[bytes, ...], lineage: bytes | None) -> SigningIdentity:
+    """Certificates and lineages parsed once per run, however many versions of an app share them."""
+    from sealgate.apk.certificate import Certificate
+    from sealgate.apk.lineage import parse_lineage_attribute
+    from sealgate.apk.update_rules import SigningIdentity
+
+    parsed = parse_lineage_attribute(lineage) if lineage is not None else None
+    return SigningIdentity(tuple(Certificate.from_der(der) for der in certificates), parsed)
 
 
 @dataclass(frozen=True)
@@ -47,8 +59,7 @@ class SdkIdentity:
     lineage: bytes | None = None
 
     def identity(self) -> SigningIdentity:
-        lineage = parse_lineage_attribute(self.lineage) if self.lineage is not None else None
-        return SigningIdentity(tuple(Certificate.from_der(der) for der in self.certificates), lineage)
+        return _parsed_identity(self.certificates, self.lineage)
 
 
 @dataclass(frozen=True)
@@ -79,9 +90,13 @@ class ScannedApk:
     identities: tuple[SdkIdentity, ...] = field(default_factory=tuple)
 
     def identity_at(self, sdk: int) -> SigningIdentity | None:
+        raw = self.raw_identity_at(sdk)
+        return raw.identity() if raw is not None else None
+
+    def raw_identity_at(self, sdk: int) -> SdkIdentity | None:
         for entry in self.identities:
             if entry.min_sdk <= sdk <= entry.max_sdk:
-                return entry.identity()
+                return entry
         return None
 
     def levels(self) -> list[int]:
@@ -89,7 +104,8 @@ class ScannedApk:
         return [entry.min_sdk for entry in self.identities]
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
+        # Field by field (dataclasses.asdict deep-copies, which costs more than the rest of a rerun).
+        data = {item.name: getattr(self, item.name) for item in fields(self)}
         data["identities"] = [
             {
                 "min_sdk": entry.min_sdk,
@@ -103,7 +119,15 @@ class ScannedApk:
         return data
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> ScannedApk:
+    def from_json(cls, data: dict[str, Any], decoded: dict[str, bytes] | None = None) -> ScannedApk:
+        """The scan from its JSON; `decoded` shares certificates between scans (an app's versions share a key)."""
+        known = decoded if decoded is not None else {}
+
+        def certificate(text: str) -> bytes:
+            if text not in known:
+                known[text] = base64.b64decode(text)
+            return known[text]
+
         values = dict(data)
         values["errors"] = tuple(values["errors"])
         values["permissions"] = tuple((name, limit) for name, limit in values["permissions"])
@@ -115,7 +139,7 @@ class ScannedApk:
                 min_sdk=entry["min_sdk"],
                 max_sdk=entry["max_sdk"],
                 scheme=entry["scheme"],
-                certificates=tuple(base64.b64decode(der) for der in entry["certificates"]),
+                certificates=tuple(certificate(der) for der in entry["certificates"]),
                 lineage=base64.b64decode(entry["lineage"]) if entry["lineage"] is not None else None,
             )
             for entry in values["identities"]
@@ -206,6 +230,9 @@ class ScanCache:
     def __init__(self, path: Path) -> None:
         self._path = path
         self._entries: dict[str, tuple[StatKey, ScannedApk]] = {}
+        #: The JSON of each entry as read or last put: saving re-encodes only what changed.
+        self._documents: dict[str, dict[str, Any]] = {}
+        self._dirty = False
         self.discarded_reason: str | None = None
         self._load()
 
@@ -216,27 +243,36 @@ class ScanCache:
         return cached[1]
 
     def put(self, name: str, key: StatKey, scanned: ScannedApk) -> None:
-        self._entries[name] = (key, scanned)
+        if self._entries.get(name) != (key, scanned):
+            self._entries[name] = (key, scanned)
+            self._documents[name] = {
+                "size": key.size, "mtime_ns": key.mtime_ns, "inode": key.inode, "scan": scanned.to_json()
+            }  # fmt: skip
+            self._dirty = True
 
     def retain(self, names: Iterable[str]) -> None:
         """Forget files that are gone, so the cache does not grow forever."""
         keep = set(names)
-        self._entries = {name: entry for name, entry in self._entries.items() if name in keep}
+        kept = {name: entry for name, entry in self._entries.items() if name in keep}
+        self._dirty = self._dirty or len(kept) != len(self._entries)
+        self._entries = kept
+        self._documents = {name: document for name, document in self._documents.items() if name in keep}
 
     def save(self) -> None:
+        """Write the cache if anything changed since it was read."""
+        if not self._dirty:
+            return
         document = {
             "format": CACHE_FORMAT,
             "version": CACHE_VERSION,
-            "files": {
-                name: {"size": key.size, "mtime_ns": key.mtime_ns, "inode": key.inode, "scan": scanned.to_json()}
-                for name, (key, scanned) in sorted(self._entries.items())
-            },
+            "files": {name: self._documents[name] for name in sorted(self._documents)},
         }
         try:
             self._path.parent.mkdir(parents=True, exist_ok=True)
             replace_file(self._path, json.dumps(document, separators=(",", ":")).encode("utf-8"))
         except OSError as exc:
             raise RepoError(f"cannot write the scan cache {self._path}: {exc.strerror}") from None
+        self._dirty = False
 
     def _load(self) -> None:
         try:
@@ -251,12 +287,15 @@ class ScanCache:
             if document.get("format") != CACHE_FORMAT or document.get("version") != CACHE_VERSION:
                 self.discarded_reason = f"{self._path} is of another format or version; every APK is scanned again"
                 return
+            certificates: dict[str, bytes] = {}
             for name, entry in document["files"].items():
                 key = StatKey(entry["size"], entry["mtime_ns"], entry["inode"])
-                self._entries[name] = (key, ScannedApk.from_json(entry["scan"]))
+                self._entries[name] = (key, ScannedApk.from_json(entry["scan"], certificates))
+                self._documents[name] = entry
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             # A damaged cache costs a full scan, never a wrong index.
             self._entries = {}
+            self._documents = {}
             self.discarded_reason = f"{self._path} is damaged ({exc}); every APK is scanned again"
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from sealgate.durable import replace_file
 from sealgate.errors import MetadataError, RepoError
-from sealgate.repo import index_jar
+from sealgate.repo import index_jar, uptodate
 from sealgate.repo.checks import Located, Refusal, check_apks
 from sealgate.repo.config import RepoConfig
 from sealgate.repo.index_v1 import INDEX_V1, build_index_v1, dumps_v1
@@ -78,6 +78,8 @@ class UpdateReport:
     moved: list[tuple[str, str]] = field(default_factory=list)
     sections: list[SectionReport] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    #: The request for the offline custodian, when the index was left unsigned for them to sign.
+    signing_request: str | None = None
     seconds: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
@@ -100,28 +102,60 @@ class UpdateReport:
                 for section in self.sections
             ],
             "warnings": self.warnings,
+            "signing_request": self.signing_request,
             "seconds": round(self.seconds, 3),
         }
 
 
 def update_repository(
-    config: RepoConfig, signer: Signer | None, options: UpdateOptions = UpdateOptions()
+    config: RepoConfig,
+    signer: Signer | Callable[[], Signer] | None,
+    options: UpdateOptions = UpdateOptions(),
 ) -> UpdateReport:
     """Bring the indexes of `config`'s repository up to date with its APKs and metadata; see the module docstring.
 
-    `signer` None writes the unsigned JSON only (`--nosign`): the JARs are then made on the offline machine.
+    `signer` None writes the unsigned JSON only (`--nosign`): the JARs are then made on the offline machine. A
+    callable is called only when there is work to do, so that a rerun with nothing changed asks for no passphrase
+    and unlocks no key; config.yml's `signing` section then identifies the key.
     """
     started = time.monotonic()
+    if signer is None:
+        identity = None
+    elif callable(signer):
+        identity = _configured_key_identity(config)
+    else:
+        identity = signer.certificate.sha256
+    settings = {"pretty": options.pretty, "create_metadata": options.create_metadata}
+    digest = uptodate.input_digest(config, identity, settings)
+    stored = uptodate.load_result(config, digest)
+    if stored is not None:
+        return _unchanged(stored, time.monotonic() - started)
+    uptodate.forget(config)
+    loaded = signer() if callable(signer) else signer
+    if loaded is not None:
+        _check_signer(config, loaded)
+    report = _update(config, loaded, options)
+    outputs = [path for section in report.sections for path in _section_outputs(config.root / section.kind)]
+    # The inputs change under an update only when it moves APKs or writes metadata files.
+    changed_inputs = report.moved or report.created_metadata
+    final_digest = uptodate.input_digest(config, identity, settings) if changed_inputs else digest
+    try:
+        uptodate.save_result(config, final_digest, outputs, _stored(report))
+    except OSError as exc:
+        report.warnings.append(f"cannot record this update for the next run ({exc.strerror}); it will redo the work")
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _update(config: RepoConfig, signer: Signer | None, options: UpdateOptions) -> UpdateReport:
     report = UpdateReport(warnings=list(config.warnings))
-    if signer is not None:
-        _check_signer(config, signer)
     config.repo_dir.mkdir(parents=True, exist_ok=True)
     # An archive section exists when the policy asks for one, or while archive/ still holds APKs (which a policy
     # of 0, "keep every version in repo/", then moves back).
     archive_enabled = config.archive_older > 0 or any(config.archive_dir.glob("*.apk"))
     if archive_enabled:
         config.archive_dir.mkdir(exist_ok=True)
-    metadata, report.metadata_errors = load_all_metadata(config.metadata_dir)
+    metadata, report.metadata_errors = load_all_metadata(config.metadata_dir, config.state_dir / "metadata-cache.json")
     cache = ScanCache(config.state_dir / "scan-cache.json")
     if cache.discarded_reason:
         report.warnings.append(cache.discarded_reason)
@@ -148,8 +182,54 @@ def update_repository(
     for kind in SECTIONS if archive_enabled else ("repo",):
         section = _section(config, kind, placed, metadata, added, now_ms)
         report.sections.append(_write_section(config, section, previous[kind], signer, options))
-    report.seconds = time.monotonic() - started
+    unsigned = signer is None and any(not _signed(config.root / s.kind) for s in report.sections)
+    if unsigned and config.repo_certificate is not None:
+        from sealgate.repo.offline_index import prepare_signing_request
+
+        prepared = prepare_signing_request(config, [s.kind for s in report.sections], timestamp_ms=now_ms)
+        report.signing_request = str(prepared.path)
     return report
+
+
+def _configured_key_identity(config: RepoConfig) -> str:
+    """The signing key config.yml names, as a string that changes when the key does (its certificate's stat)."""
+    signing = config.signing
+    if signing.pkcs11 is not None:
+        return f"pkcs11:{signing.pkcs11}"
+    certificate = (signing.keystore / f"{signing.key}.x509.pem") if signing.keystore is not None else None
+    keys = uptodate.stat_keys([str(certificate)]) if certificate is not None else None
+    return f"keystore:{signing.keystore}:{signing.key}:{keys}"
+
+
+def _section_outputs(directory: Path) -> list[str]:
+    names = [INDEX_V2, ENTRY, INDEX_V1, index_jar.ENTRY_JAR, index_jar.INDEX_V1_JAR]
+    paths = [str(directory / name) for name in names if (directory / name).is_file()]
+    diff_dir = directory / DIFF_DIR
+    if diff_dir.is_dir():
+        paths += sorted(str(path) for path in diff_dir.glob("*.json"))
+    return paths
+
+
+def _stored(report: UpdateReport) -> dict[str, Any]:
+    document = report.to_json()
+    document["metadata_errors"] = [[error.path, error.line, error.message] for error in report.metadata_errors]
+    return document
+
+
+def _unchanged(stored: Mapping[str, Any], seconds: float) -> UpdateReport:
+    """The report of the last update, for a rerun whose inputs and outputs are exactly as that update left them."""
+    return UpdateReport(
+        scanned=0,
+        cached=int(stored["scanned"]) + int(stored["cached"]),
+        refusals=[Refusal(item["file"], item["code"], item["reason"]) for item in stored["refused"]],
+        metadata_errors=[MetadataError(path, line, message) for path, line, message in stored["metadata_errors"]],
+        sections=[
+            SectionReport(item["section"], item["apps"], item["versions"], changed=False, signed=item["signed"])
+            for item in stored["sections"]
+        ],
+        warnings=list(stored["warnings"]),
+        seconds=seconds,
+    )
 
 
 # -- scanning and metadata ------------------------------------------------------------------------------------------
@@ -399,21 +479,28 @@ def _write_section(
     return report
 
 
-def _complete(directory: Path, signer: Signer | None) -> bool:
+def _signed(directory: Path) -> bool:
+    """Whether the section's JARs are there and entry.jar signs the entry.json beside it (by whatever key)."""
+    return _complete(directory, None, any_key=True)
+
+
+def _complete(directory: Path, signer: Signer | None, *, any_key: bool = False) -> bool:
     """Whether a rerun may leave the section alone: every file there, and the JARs signed by this run's key
     (a deleted entry.jar is made again, and a new repo key re-signs an unchanged index)."""
     names = [INDEX_V2, ENTRY, INDEX_V1]
-    if signer is not None:
+    if signer is not None or any_key:
         names += [index_jar.ENTRY_JAR, index_jar.INDEX_V1_JAR]
     if not all((directory / name).is_file() for name in names):
         return False
-    if signer is None:
+    if signer is None and not any_key:
         return True
     try:
         signed = index_jar.read_index_jar(directory / index_jar.ENTRY_JAR, ENTRY)
     except RepoError:
         return False
-    return signed.certificate.der == signer.certificate.der and signed.data == (directory / ENTRY).read_bytes()
+    if signed.data != (directory / ENTRY).read_bytes():
+        return False
+    return signer is None or signed.certificate.der == signer.certificate.der
 
 
 def _check_entry_against_disk(directory: Path, entry: Mapping[str, Any]) -> None:

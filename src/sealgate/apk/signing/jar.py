@@ -88,7 +88,7 @@ def signer_names(signers: Sequence[Signer]) -> list[str]:
     When two keys would get the same name (releasekey and releasekey2 both give RELEASEK), every signer is named
     SIGNER1, SIGNER2, ... instead, in the given order, so the result stays deterministic.
     """
-    names = [_safe_name(signer.name) for signer in signers]
+    names = [signer_file_name(signer.name) for signer in signers]
     if len(set(names)) != len(names):
         return [f"SIGNER{index + 1}" for index in range(len(signers))]
     return names
@@ -259,7 +259,7 @@ def _check_name(name: str) -> None:
         raise ApkFormatError(f"entry name {name!r} contains CR, LF or NUL, which a JAR manifest cannot hold")
 
 
-def _safe_name(name: str) -> str:
+def signer_file_name(name: str) -> str:
     """apksig's getSafeSignerName (an empty name becomes CERT, the name jarsigner uses by default)."""
     if not name:
         return "CERT"
