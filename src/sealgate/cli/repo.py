@@ -250,6 +250,38 @@ def apply_index_response(config: Any, response: Path, public_dir: Path) -> list[
     return written
 
 
+@repo.command("verify-build")
+@click.argument("unsigned", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("signed", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@_DIR_OPTION
+@click.option("--record/--no-record", default=True, show_default=True,
+              help="Keep a reproduced build's signature in metadata/<package>/signatures/<versionCode>/.")  # fmt: skip
+@JSON_OUTPUT
+def verify_build_command(unsigned: Path, signed: Path, directory: Path, record: bool, as_json: bool) -> int:
+    """Whether UNSIGNED (an independent build) is what the developer signed in SIGNED (apksigcopier's check).
+
+    Exit status 0 when the build is reproduced, 1 when it is not.
+    """
+    from sealgate.repo.reproducible import record_developer_signature, verify_build
+
+    result = verify_build(unsigned, signed)
+    recorded = None
+    if result.reproducible and record:
+        from sealgate.repo.config import load_config
+
+        recorded = record_developer_signature(load_config(directory).metadata_dir, signed, result)
+    if as_json:
+        click.echo(json.dumps({**result.to_json(), "recorded": str(recorded) if recorded else None}))
+    else:
+        verdict = "reproduced" if result.reproducible else "NOT reproduced"
+        click.echo(f"{result.package} {result.version_code}: {verdict}: {result.reason}")
+        for difference in result.differences:
+            click.echo(f"  differs: {difference}")
+        if recorded:
+            click.echo(f"developer signature recorded in {recorded}")
+    return EXIT_OK if result.reproducible else EXIT_FAILED
+
+
 @repo.command("publish")
 @click.argument("dest", type=click.Path(file_okay=False, path_type=Path))
 @_DIR_OPTION

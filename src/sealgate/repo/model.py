@@ -80,6 +80,7 @@ class Section:
     apps: tuple[IndexedApp, ...]
 
 
-def sort_versions(versions: list[IndexedVersion]) -> list[IndexedVersion]:
-    """fdroidserver's order: signer fingerprint, then newest version code first (then file name, for stability)."""
-    return sorted(versions, key=lambda v: (v.signer, -v.scan.version_code, v.scan.name))
+def sort_versions(versions: list[IndexedVersion], developer_signer: str | None = None) -> list[IndexedVersion]:
+    """fdroidserver's order: versions signed by the developer whose build was reproduced first, then by signer
+    fingerprint, then newest version code first (then file name, for stability)."""
+    return sorted(versions, key=lambda v: (v.signer != developer_signer, v.signer, -v.scan.version_code, v.scan.name))

@@ -39,6 +39,7 @@ from sealgate.repo.index_v2 import (
 )
 from sealgate.repo.metadata import AppMetadata, load_all_metadata, load_metadata, metadata_path, new_metadata_yaml
 from sealgate.repo.model import FileEntry, IndexedApp, IndexedVersion, Section, sort_versions
+from sealgate.repo.reproducible import developer_signer
 from sealgate.repo.scan import ScanCache, ScannedApk, StatKey, scan_directory
 from sealgate.signing import Signer
 
@@ -377,7 +378,7 @@ def _section(
             versions.setdefault(item.scan.package, []).append(IndexedVersion(item.scan, stamp))
     apps = []
     for package in sorted(versions):
-        ordered = sort_versions(versions[package])
+        ordered = sort_versions(versions[package], developer_signer(config.metadata_dir, package))
         highest = max(version.scan.version_code for version in ordered)
         current = metadata[package].current_version_code
         apps.append(

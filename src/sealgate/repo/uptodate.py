@@ -57,6 +57,16 @@ def _inputs(config: RepoConfig) -> Iterable[str]:
             continue
         base = os.fspath(directory)
         yield from (f"{base}/{name}" for name in names)
+    # Per-app folders (metadata/<package>/signatures/<versionCode>/): recorded developer signatures change the
+    # order of versions in the index.
+    try:
+        folders = sorted(entry.path for entry in os.scandir(config.metadata_dir) if entry.is_dir())
+    except OSError:
+        folders = []
+    for folder in folders:
+        for directory_path, directories, files in os.walk(folder):
+            directories.sort()
+            yield from (os.path.join(directory_path, name) for name in sorted(files))
 
 
 def stat_keys(paths: Iterable[str]) -> dict[str, list[int]] | None:
