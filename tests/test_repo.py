@@ -435,3 +435,28 @@ def test_touched_files_are_rescanned_and_damaged_outputs_rewritten(
     # Nothing changed since: answered from the record of the last update, without a scan.
     report = _update(root, keys["repo"])
     assert (report.scanned, report.cached) == (0, 1)  # type: ignore[attr-defined]
+
+
+def test_launcher_icons_are_extracted_per_density(tmp_path: Path, fdroid_vectors: Path) -> None:
+    """org.dyndns.fules.ck has its launcher icon at ldpi, mdpi and hdpi (resolved through resources.arsc)."""
+    import zipfile
+
+    root = _repo(tmp_path)
+    apk = root / "repo" / "org.dyndns.fules.ck_20.apk"
+    shutil.copy(fdroid_vectors / "apks" / apk.name, apk)
+    _metadata(root, "org.dyndns.fules.ck")
+    _update(root, None)
+    with zipfile.ZipFile(apk) as archive:
+        png = {dpi: archive.read(f"res/drawable-{name}-v4/icon_launcher.png")
+               for dpi, name in ((120, "ldpi"), (160, "mdpi"), (240, "hdpi"))}  # fmt: skip
+    name = "org.dyndns.fules.ck.20.png"
+    expected = {120: png[120], 160: png[160], 240: png[240], 320: png[240], 480: png[240], 640: png[240]}
+    assert {dpi: (root / "repo" / f"icons-{dpi}" / name).read_bytes() for dpi in expected} == expected
+    assert (root / "repo" / "icons" / name).read_bytes() == png[240]
+    import hashlib
+
+    icon = _index(root)["packages"]["org.dyndns.fules.ck"]["metadata"]["icon"]  # type: ignore[index]
+    assert icon == {"en-US": {"name": f"/icons/{name}", "sha256": hashlib.sha256(png[240]).hexdigest(),
+                              "size": len(png[240])}}  # fmt: skip
+    v1 = json.loads((root / "repo" / "index-v1.json").read_bytes())
+    assert v1["apps"][0]["icon"] == name

@@ -65,6 +65,7 @@ TYPE_LAST_INT: Final = 0x1F
 
 # Attribute resource IDs (frameworks/base core/res/res/values/public.xml; cross-checked against aapt's tables).
 ATTR_LABEL: Final = 0x01010001
+ATTR_ICON: Final = 0x01010002
 ATTR_NAME: Final = 0x01010003
 ATTR_SHARED_USER_ID: Final = 0x0101000B
 ATTR_DEBUGGABLE: Final = 0x0101000F
@@ -153,6 +154,8 @@ class AndroidManifest:
     shared_user_id: str | None
     label: str | None
     native_abis: tuple[str, ...]
+    #: The application icon: a resource reference ("@0x7f0d0000", resolved per density by `apk.resources`).
+    icon: str | None = None
 
 
 def read_manifest(archive: ZipArchive) -> AndroidManifest:
@@ -717,6 +720,7 @@ def _interpret(document: _Document) -> AndroidManifest:
         shared_user_id=manifest.text(ATTR_SHARED_USER_ID),
         label=application.text(ATTR_LABEL) if application else None,
         native_abis=(),
+        icon=application.text(ATTR_ICON) if application else None,
     )
 
 
@@ -868,6 +872,29 @@ def resolve_string(table: bytes, resource_id: int) -> str | None:
     return None
 
 
+def resolve_file_variants(table: bytes, resource_id: int) -> dict[int, str]:
+    """The file paths a resource ID (an icon) stands for, by screen density (dpi; 0 for the default configuration,
+    0xFFFE for anydpi), following references; configurations that vary by locale, carrier or anything but density
+    and SDK level are left out. {} when the table is damaged or has no such resource."""
+    result: dict[int, str] = {}
+    try:
+        resources = _ResourceTable(bytes(table))
+        pending: list[tuple[int, int | None, int]] = [(resource_id, None, 0)]
+        while pending:
+            current, forced_density, hops = pending.pop()
+            if hops > _MAX_REFERENCE_HOPS:
+                continue
+            for density, kind, data in resources.variants(current):
+                density = forced_density if forced_density not in (None, 0) else density
+                if kind == TYPE_STRING:
+                    result.setdefault(density, resources.pool.get(data, "a resource value"))
+                elif kind == TYPE_REFERENCE:
+                    pending.append((data, density, hops + 1))
+    except (struct.error, IndexError, ManifestFormatError):
+        return {}
+    return result
+
+
 class _ResourceTable:
     """The global string pool and, per package ID, the type and type-spec chunks of a ResTable."""
 
@@ -902,6 +929,23 @@ class _ResourceTable:
                 return None
             if kind == RES_TABLE_TYPE_TYPE and found is None and self._is_default_config(pos):
                 found = self._entry(pos, header_size, index)
+        return found
+
+    def variants(self, resource_id: int) -> list[tuple[int, int, int]]:
+        """(density, value type, value data) of the resource in every configuration that differs from the default
+        at most in screen density and SDK level."""
+        chunks = self.packages.get(resource_id >> 24) or []
+        type_id, index = (resource_id >> 16) & 0xFF, resource_id & 0xFFFF
+        found = []
+        for kind, pos, header_size in chunks:
+            if kind != RES_TABLE_TYPE_TYPE or pos + 8 >= len(self.buf) or self.buf[pos + 8] != type_id:
+                continue
+            config_size = _U32.unpack_from(self.buf, pos + 20)[0]
+            if config_size < 28 or any(self.buf[pos + 24 : pos + 32]):  # carrier (mcc, mnc) or locale
+                continue
+            entry = self._entry(pos, header_size, index)
+            if entry is not None:
+                found.append((_U16.unpack_from(self.buf, pos + 34)[0], *entry))
         return found
 
     def _spec_is_constant(self, pos: int, header_size: int, index: int) -> bool:

@@ -83,6 +83,7 @@ def _app(app: IndexedApp) -> dict[str, Any]:
         "Translation": meta.translation,
         "WebSite": meta.website,
         "added": app.added,
+        "icon": app.icon.name.rsplit("/", 1)[-1] if app.icon is not None else "",
         "id": app.package,
         "lastUpdated": app.last_updated,
     }

@@ -96,6 +96,8 @@ def _metadata(app: IndexedApp) -> dict[str, Any]:
         del result["license"]
     if meta.donate:
         result["donate"] = [meta.donate]
+    if app.icon is not None:
+        result["icon"] = {DEFAULT_LOCALE: app.icon.to_json()}
     if app.preferred_signer:
         result["preferredSigner"] = app.preferred_signer
     return result

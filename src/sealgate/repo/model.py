@@ -55,6 +55,8 @@ class IndexedApp:
     last_updated: int
     #: The version code the store suggests; versions above it are offered on the Beta channel.
     current_version_code: int
+    #: The newest version's launcher icon under icons/, if it has a PNG one.
+    icon: FileEntry | None = None
 
     @property
     def package(self) -> str:

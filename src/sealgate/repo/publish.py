@@ -105,6 +105,10 @@ def check_section(directory: Path, kind: str, expected_fingerprint: str | None =
         raise RepoError(f"{directory / INDEX_V1} differs from the one signed in {index_jar.INDEX_V1_JAR}")
     for name in (ENTRY, INDEX_V1, index_jar.ENTRY_JAR, index_jar.INDEX_V1_JAR):
         files[name] = _hash_file(directory / name)
+    # Per-density icons: index-v1 clients fetch icons-<dpi>/<package>.<versionCode>.png without an index entry.
+    for folder in sorted(directory.glob("icons-*")):
+        for path in sorted(folder.glob("*.png")):
+            files[f"{folder.name}/{path.name}"] = _hash_file(path)
     index = json.loads((directory / INDEX_V2).read_bytes())
     for name, digest, size in _indexed_files(index):
         path = directory / _relative(name, directory / INDEX_V2)

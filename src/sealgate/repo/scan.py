@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 CACHE_FORMAT = "sealgate-scan-cache"
 #: Bump when ScannedApk changes meaning, so that an older cache is rebuilt instead of misread.
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 _HASH_BLOCK = 1 << 20
 
 
@@ -85,6 +85,8 @@ class ScannedApk:
     native_abis: tuple[str, ...] = ()
     debuggable: bool = False
     test_only: bool = False
+    #: The launcher icon's PNG files in the APK, as (density in dpi, 0 for the default configuration; path).
+    icons: tuple[tuple[int, str], ...] = ()
     #: SHA-256 of the certificates Android uses at the newest level: the index's `signer`.
     signers: tuple[str, ...] = ()
     identities: tuple[SdkIdentity, ...] = field(default_factory=tuple)
@@ -132,6 +134,7 @@ class ScannedApk:
         values["errors"] = tuple(values["errors"])
         values["permissions"] = tuple((name, limit) for name, limit in values["permissions"])
         values["permissions_sdk23"] = tuple((name, limit) for name, limit in values["permissions_sdk23"])
+        values["icons"] = tuple((density, path) for density, path in values.get("icons", ()))
         for key in ("features", "native_abis", "signers"):
             values[key] = tuple(values[key])
         values["identities"] = tuple(
@@ -190,8 +193,35 @@ def scan_apk(path: str | os.PathLike[str], name: str) -> ScannedApk:
         native_abis=manifest.native_abis,
         debuggable=manifest.debuggable,
         test_only=manifest.test_only,
+        icons=_icon_files(file, manifest.icon) if report.verified else (),
         signers=tuple(certificate.sha256 for certificate in report.signers) if report.verified else (),
         identities=identities if report.verified else (),
+    )
+
+
+def _icon_files(path: Path, icon: str | None) -> tuple[tuple[int, str], ...]:
+    """The PNG files the manifest's application icon resolves to, by density (adaptive XML icons are left out)."""
+    from sealgate.apk.manifest import MAX_RESOURCE_TABLE_SIZE, RESOURCE_TABLE_ENTRY, resolve_file_variants
+    from sealgate.ziparchive import ZipArchive
+
+    if icon is None:
+        return ()
+    try:
+        with ZipArchive.open(path) as archive:
+            if not icon.startswith("@0x"):
+                variants = {0: icon}
+            else:
+                table = archive.entry(RESOURCE_TABLE_ENTRY)
+                if table is None:
+                    return ()
+                variants = resolve_file_variants(
+                    archive.read(table, max_size=MAX_RESOURCE_TABLE_SIZE), int(icon[3:], 16)
+                )
+            present = {entry.name for entry in archive.entries}
+    except (SealgateError, ValueError):
+        return ()
+    return tuple(
+        sorted((density, name) for density, name in variants.items() if name.endswith(".png") and name in present)
     )
 
 

@@ -26,6 +26,7 @@ from sealgate.errors import MetadataError, RepoError
 from sealgate.repo import index_jar, uptodate
 from sealgate.repo.checks import Located, Refusal, check_apks
 from sealgate.repo.config import RepoConfig
+from sealgate.repo.icons import ICONS, extract_icons
 from sealgate.repo.index_v1 import INDEX_V1, build_index_v1, dumps_v1
 from sealgate.repo.index_v2 import (
     DIFF_DIR,
@@ -205,9 +206,9 @@ def _configured_key_identity(config: RepoConfig) -> str:
 def _section_outputs(directory: Path) -> list[str]:
     names = [INDEX_V2, ENTRY, INDEX_V1, index_jar.ENTRY_JAR, index_jar.INDEX_V1_JAR]
     paths = [str(directory / name) for name in names if (directory / name).is_file()]
-    diff_dir = directory / DIFF_DIR
-    if diff_dir.is_dir():
-        paths += sorted(str(path) for path in diff_dir.glob("*.json"))
+    for folder in (DIFF_DIR, ICONS):
+        if (directory / folder).is_dir():
+            paths += sorted(str(path) for path in (directory / folder).glob("*.*"))
     return paths
 
 
@@ -381,6 +382,7 @@ def _section(
         ordered = sort_versions(versions[package], developer_signer(config.metadata_dir, package))
         highest = max(version.scan.version_code for version in ordered)
         current = metadata[package].current_version_code
+        newest = max(ordered, key=lambda version: (version.scan.version_code, version.scan.name))
         apps.append(
             IndexedApp(
                 metadata=metadata[package],
@@ -388,6 +390,7 @@ def _section(
                 added=min(dates[package]),
                 last_updated=max(dates[package]),
                 current_version_code=current if current is not None else highest,
+                icon=extract_icons(directory, newest.scan),
             )
         )
     icon_name = config.icon

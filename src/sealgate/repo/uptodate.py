@@ -43,13 +43,13 @@ def input_digest(config: RepoConfig, signer_sha256: str | None, options: dict[st
 def _inputs(config: RepoConfig) -> Iterable[str]:
     """The files an update reads, as strings in a fixed order (plain string work: this runs on every rerun)."""
     yield os.fspath(config.root / CONFIG_FILE)
+    yield os.fspath(config.repo_dir / "icons" / config.icon)
     if config.repo_certificate is not None:
         yield os.fspath(config.repo_certificate)
     for directory, suffix in (
         (config.repo_dir, ".apk"),
         (config.archive_dir, ".apk"),
         (config.metadata_dir, ".yml"),
-        (config.repo_dir / "icons", ""),
     ):
         try:
             names = sorted(name for name in os.listdir(directory) if name.endswith(suffix))
