@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 CACHE_FORMAT = "sealgate-scan-cache"
 #: Bump when ScannedApk changes meaning, so that an older cache is rebuilt instead of misread.
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 _HASH_BLOCK = 1 << 20
 
 
@@ -105,7 +105,9 @@ class ScannedApk:
         """The first level of every SDK range with its own signers: where the update rule must be checked."""
         return [entry.min_sdk for entry in self.identities]
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, certificates: dict[str, str]) -> dict[str, Any]:
+        """The scan as JSON, its certificates by SHA-256 (their base64 DER added to `certificates`): a developer's
+        key is stored once for all of their APKs, which keeps the cache small enough to rewrite on every update."""
         # Field by field (dataclasses.asdict deep-copies, which costs more than the rest of a rerun).
         data = {item.name: getattr(self, item.name) for item in fields(self)}
         data["identities"] = [
@@ -113,7 +115,7 @@ class ScannedApk:
                 "min_sdk": entry.min_sdk,
                 "max_sdk": entry.max_sdk,
                 "scheme": entry.scheme,
-                "certificates": [base64.b64encode(der).decode("ascii") for der in entry.certificates],
+                "certificates": [_certificate_reference(der, certificates) for der in entry.certificates],
                 "lineage": base64.b64encode(entry.lineage).decode("ascii") if entry.lineage is not None else None,
             }
             for entry in self.identities
@@ -121,14 +123,11 @@ class ScannedApk:
         return data
 
     @classmethod
-    def from_json(cls, data: dict[str, Any], decoded: dict[str, bytes] | None = None) -> ScannedApk:
-        """The scan from its JSON; `decoded` shares certificates between scans (an app's versions share a key)."""
-        known = decoded if decoded is not None else {}
+    def from_json(cls, data: dict[str, Any], certificates: dict[str, bytes]) -> ScannedApk:
+        """The scan from its JSON, certificates looked up (by SHA-256) in `certificates`."""
 
-        def certificate(text: str) -> bytes:
-            if text not in known:
-                known[text] = base64.b64decode(text)
-            return known[text]
+        def certificate(reference: str) -> bytes:
+            return certificates[reference]
 
         values = dict(data)
         values["errors"] = tuple(values["errors"])
@@ -148,6 +147,13 @@ class ScannedApk:
             for entry in values["identities"]
         )
         return cls(**values)
+
+
+def _certificate_reference(der: bytes, table: dict[str, str]) -> str:
+    digest = hashlib.sha256(der).hexdigest()
+    if digest not in table:
+        table[digest] = base64.b64encode(der).decode("ascii")
+    return digest
 
 
 def scan_apk(path: str | os.PathLike[str], name: str) -> ScannedApk:
@@ -262,6 +268,8 @@ class ScanCache:
         self._entries: dict[str, tuple[StatKey, ScannedApk]] = {}
         #: The JSON of each entry as read or last put: saving re-encodes only what changed.
         self._documents: dict[str, dict[str, Any]] = {}
+        #: Certificates by SHA-256, as base64 DER, shared by the entries.
+        self._certificates: dict[str, str] = {}
         self._dirty = False
         self.discarded_reason: str | None = None
         self._load()
@@ -276,7 +284,8 @@ class ScanCache:
         if self._entries.get(name) != (key, scanned):
             self._entries[name] = (key, scanned)
             self._documents[name] = {
-                "size": key.size, "mtime_ns": key.mtime_ns, "inode": key.inode, "scan": scanned.to_json()
+                "size": key.size, "mtime_ns": key.mtime_ns, "inode": key.inode,
+                "scan": scanned.to_json(self._certificates),
             }  # fmt: skip
             self._dirty = True
 
@@ -295,6 +304,7 @@ class ScanCache:
         document = {
             "format": CACHE_FORMAT,
             "version": CACHE_VERSION,
+            "certificates": self._used_certificates(),
             "files": {name: self._documents[name] for name in sorted(self._documents)},
         }
         try:
@@ -303,6 +313,15 @@ class ScanCache:
         except OSError as exc:
             raise RepoError(f"cannot write the scan cache {self._path}: {exc.strerror}") from None
         self._dirty = False
+
+    def _used_certificates(self) -> dict[str, str]:
+        used = {
+            reference
+            for document in self._documents.values()
+            for identity in document["scan"]["identities"]
+            for reference in identity["certificates"]
+        }
+        return {digest: text for digest, text in sorted(self._certificates.items()) if digest in used}
 
     def _load(self) -> None:
         try:
@@ -317,7 +336,8 @@ class ScanCache:
             if document.get("format") != CACHE_FORMAT or document.get("version") != CACHE_VERSION:
                 self.discarded_reason = f"{self._path} is of another format or version; every APK is scanned again"
                 return
-            certificates: dict[str, bytes] = {}
+            self._certificates = dict(document["certificates"])
+            certificates = {digest: base64.b64decode(text) for digest, text in self._certificates.items()}
             for name, entry in document["files"].items():
                 key = StatKey(entry["size"], entry["mtime_ns"], entry["inode"])
                 self._entries[name] = (key, ScannedApk.from_json(entry["scan"], certificates))

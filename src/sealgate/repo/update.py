@@ -489,22 +489,36 @@ def _signed(directory: Path) -> bool:
 
 
 def _complete(directory: Path, signer: Signer | None, *, any_key: bool = False) -> bool:
-    """Whether a rerun may leave the section alone: every file there, and the JARs signed by this run's key
-    (a deleted entry.jar is made again, and a new repo key re-signs an unchanged index)."""
+    """Whether a rerun may leave the section alone: every file there and all from one run (a run killed between
+    two files leaves them disagreeing), entry.json naming index-v2.json and the diffs by their hashes, and the
+    JARs signing exactly the JSON beside them with this run's key (a new repo key re-signs an unchanged index)."""
     names = [INDEX_V2, ENTRY, INDEX_V1]
-    if signer is not None or any_key:
+    signed = signer is not None or any_key
+    if signed:
         names += [index_jar.ENTRY_JAR, index_jar.INDEX_V1_JAR]
-    if not all((directory / name).is_file() for name in names):
+    try:
+        files = {name: (directory / name).read_bytes() for name in names}
+        entry = json.loads(files[ENTRY])
+        stamps = {
+            entry["timestamp"],
+            json.loads(files[INDEX_V1])["repo"]["timestamp"],
+            json.loads(files[INDEX_V2])["repo"]["timestamp"],
+        }
+        _check_entry_against_disk(directory, entry)
+    except (OSError, ValueError, KeyError, TypeError, RepoError):
         return False
-    if signer is None and not any_key:
+    if len(stamps) != 1:
+        return False
+    if not signed:
         return True
     try:
-        signed = index_jar.read_index_jar(directory / index_jar.ENTRY_JAR, ENTRY)
+        entry_jar = index_jar.read_index_jar(directory / index_jar.ENTRY_JAR, ENTRY)
+        v1_jar = index_jar.read_index_jar(directory / index_jar.INDEX_V1_JAR, INDEX_V1)
     except RepoError:
         return False
-    if signed.data != (directory / ENTRY).read_bytes():
+    if entry_jar.data != files[ENTRY] or v1_jar.data != files[INDEX_V1]:
         return False
-    return signer is None or signed.certificate.der == signer.certificate.der
+    return signer is None or entry_jar.certificate.der == signer.certificate.der
 
 
 def _check_entry_against_disk(directory: Path, entry: Mapping[str, Any]) -> None:
