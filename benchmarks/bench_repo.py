@@ -10,9 +10,9 @@ APK signed v1+v2+v3 by sealgate's signer with one of 16 developer keys (an app k
 index the same files from a fresh repository, creating the metadata files themselves (`-c`), and sign the index
 (fdroidserver with a PKCS#12 keystore, sealgate with an encrypted keystore):
 
-* cold: the first update of a fresh repository (every APK verified);
-* rerun: the same command again with nothing changed;
-* add one: one new APK copied in, then the update;
+* cold: the first update of a fresh repository (every APK verified), one run;
+* rerun: the same command again with nothing changed, best of 3;
+* add one: one new APK copied in, then the update, best of 3 (the APK is taken out again between runs, untimed);
 * stable: index-v2.json is byte-for-byte the same after the rerun.
 
 Each row is one subprocess, start-up included; peak RSS is the child's (`ru_maxrss`, its workers not counted
@@ -43,6 +43,8 @@ from bench_verify import find_sealgate, time_once  # noqa: E402
 PASSPHRASE = "sealgate benchmark passphrase (not a secret)"
 PEER = PROJECT_ROOT / ".venv-fdroidserver" / "bin" / "fdroid"
 VERSIONS_PER_APP = 4
+#: Timed runs of the warm cases (rerun, add one); the best counts.
+RUNS = 3
 DEVELOPER_KEYS = 16
 URL = "https://bench.example.org/fdroid/repo"
 
@@ -169,19 +171,25 @@ def time_sealgate(workdir: Path, corpus: Path, sealgate: str, rows: list[Row]) -
     (root / "repo" / spare.name).unlink()
     update = [sealgate, "repo", "update", "--dir", str(root), "-c"]
     results: dict[str, float | bool] = {}
-    for label, key in (("sealgate repo update (cold)", "cold"), ("sealgate repo update (rerun)", "rerun")):
-        if key == "rerun":
-            before = (root / "repo" / "index-v2.json").read_bytes()
-        elapsed, rss, status = time_once(update)
-        rows.append(Row(label, round(elapsed, 3), round(rss, 1), status))
-        results[key] = elapsed
-        results[f"{key}_rss"] = rss
-    results["stable"] = (root / "repo" / "index-v2.json").read_bytes() == before
-    os.link(spare, root / "repo" / spare.name)
     elapsed, rss, status = time_once(update)
-    rows.append(Row("sealgate repo update (add one)", round(elapsed, 3), round(rss, 1), status))
-    results["add_one"] = elapsed
-    results["add_one_rss"] = rss
+    rows.append(Row("sealgate repo update (cold)", round(elapsed, 3), round(rss, 1), status))
+    results["cold"], results["cold_rss"] = elapsed, rss
+    before = (root / "repo" / "index-v2.json").read_bytes()
+    # The warm cases are short and the machine is shared: best of RUNS, as the other benchmarks count.
+    reruns = [time_once(update) for _ in range(RUNS)]
+    best = min(reruns)
+    rows.append(Row("sealgate repo update (rerun)", round(best[0], 3), round(max(r[1] for r in reruns), 1), best[2]))
+    results["rerun"], results["rerun_rss"] = best[0], max(r[1] for r in reruns)
+    results["stable"] = (root / "repo" / "index-v2.json").read_bytes() == before
+    added = []
+    for _ in range(RUNS):
+        (root / "repo" / spare.name).unlink(missing_ok=True)
+        subprocess.run(update, check=True, capture_output=True)  # back to 999 APKs, untimed
+        os.link(spare, root / "repo" / spare.name)
+        added.append(time_once(update))
+    best = min(added)
+    rows.append(Row("sealgate repo update (add one)", round(best[0], 3), round(max(r[1] for r in added), 1), best[2]))
+    results["add_one"], results["add_one_rss"] = best[0], max(r[1] for r in added)
     return results
 
 

@@ -36,6 +36,11 @@ _DIR_OPTION = click.option(
 @click.group()
 def repo() -> None:
     """An F-Droid-compatible app repository: APKs verified in several steps, index signed offline or here."""
+    # A repo command is one short process that builds many acyclic objects (imports, scans, index documents): the
+    # cyclic collector would only re-walk them (see `repo.update._collector_paused`). Reference counting frees.
+    import gc
+
+    gc.disable()
 
 
 @repo.command("init")

@@ -20,7 +20,6 @@ import hashlib
 import json
 import os
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -396,6 +395,8 @@ def _scan_many(directory: Path, names: Sequence[str], workers: int | None) -> It
         for name in names:
             yield scan_apk(directory / name, name)
         return
+    from concurrent.futures import ProcessPoolExecutor
+
     with ProcessPoolExecutor(max_workers=count) as pool:
         chunk = max(1, min(16, len(names) // (count * 4)))
         yield from pool.map(_scan_one, [(str(directory / name), name) for name in names], chunksize=chunk)

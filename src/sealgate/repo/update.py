@@ -12,11 +12,13 @@ the working copy, and `repo publish` checks the whole set before it switches the
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import hashlib
 import json
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,6 +122,30 @@ def update_repository(
     callable is called only when there is work to do, so that a rerun with nothing changed asks for no passphrase
     and unlocks no key; config.yml's `signing` section then identifies the key.
     """
+    with _collector_paused():
+        return _update_repository(config, signer, options)
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector for the run.
+
+    An update builds tens of thousands of small objects (scans, index dicts) that live until it ends and form no
+    cycles; the collector would walk all of them again and again as they pile up, which measured as a quarter of
+    the time of a one-APK update of a 1,000-APK repository. Reference counting still frees everything as usual.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _update_repository(
+    config: RepoConfig, signer: Signer | Callable[[], Signer] | None, options: UpdateOptions
+) -> UpdateReport:
     started = time.monotonic()
     if signer is None:
         identity = None
@@ -457,7 +483,7 @@ def _write_section(
         report.changed = False
         return report
     index_bytes = dumps(index, pretty=options.pretty)
-    history = _history(config, section.kind)
+    history = _history(config, section.kind, previous)
     diffs: dict[int, tuple[FileEntry, int]] = {}
     diff_dir = directory / DIFF_DIR
     _clear_diffs(diff_dir)
@@ -534,8 +560,11 @@ def _check_entry_against_disk(directory: Path, entry: Mapping[str, Any]) -> None
             raise RepoError(f"{path} changed after it was written; entry.json was not signed")
 
 
-def _history(config: RepoConfig, kind: str) -> list[tuple[int, Any]]:
-    """Earlier indexes of the section (newest MAX_DIFFS), oldest first, as (timestamp, parsed index)."""
+def _history(config: RepoConfig, kind: str, current: Mapping[str, Any]) -> list[tuple[int, Any]]:
+    """Earlier indexes of the section (newest MAX_DIFFS), oldest first, as (timestamp, parsed index).
+
+    The newest is usually the index now in place, already parsed as `current`: it is not parsed twice."""
+    current_stamp = current.get("repo", {}).get("timestamp") if current else None
     directory = config.state_dir / "history"
     found: list[tuple[int, Path]] = []
     if directory.is_dir():
@@ -548,6 +577,9 @@ def _history(config: RepoConfig, kind: str) -> list[tuple[int, Any]]:
         stale.unlink(missing_ok=True)
     result = []
     for stamp, path in found[-MAX_DIFFS:]:
+        if stamp == current_stamp:
+            result.append((stamp, current))
+            continue
         try:
             result.append((stamp, json.loads(path.read_bytes())))
         except (OSError, ValueError):
