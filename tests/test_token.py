@@ -285,3 +285,25 @@ def test_token_lists_only_what_it_holds(softhsm: SoftHsm, token_keys: dict[str, 
             assert certificate[Attribute.LABEL] == role
             assert bytes(certificate[Attribute.VALUE]) == signer.certificate.der
     assert os.environ["SOFTHSM2_CONF"].endswith("softhsm2.conf")
+
+
+def test_repository_index_signed_with_a_token_key(softhsm: SoftHsm, tmp_path: Path) -> None:
+    """The repo key on a token signs entry.jar (SHA-256) and index-v1.jar (SHA-1) as F-Droid clients need."""
+    from repo_tools import signed_app, throwaway_signer
+    from sealgate.repo.config import load_config
+    from sealgate.repo.index_jar import read_index_jar
+    from sealgate.repo.init import init_repository
+    from sealgate.repo.update import UpdateOptions, update_repository
+
+    repo_key = generate_on_token(softhsm.uri(), "repo", PIN, key=KeySpec.parse("rsa-2048"))
+    try:
+        root = tmp_path / "fdroid"
+        init_repository(root, url="https://example.org/fdroid/repo", name="t", description="d", archive_older=0)
+        (root / "metadata" / "org.example.app.yml").write_text("License: MIT\n")
+        signed_app(root / "repo" / "org.example.app_1.apk", "org.example.app", 1, [throwaway_signer("developer")])
+        update_repository(load_config(root), repo_key, UpdateOptions(timestamp=1_700_000_000))
+        fingerprint = repo_key.certificate.sha256
+        read_index_jar(root / "repo" / "entry.jar", "entry.json", expected_fingerprint=fingerprint)
+        read_index_jar(root / "repo" / "index-v1.jar", "index-v1.json", expected_fingerprint=fingerprint)
+    finally:
+        repo_key.close()

@@ -160,7 +160,10 @@ def scan_apk(path: str | os.PathLike[str], name: str) -> ScannedApk:
     from sealgate.apk.verifier import verify_apk
 
     file = Path(path)
-    size, sha256 = _hash_file(file)
+    try:
+        size, sha256 = _hash_file(file)
+    except RepoError as exc:
+        return ScannedApk(name=name, size=0, sha256="", verified=False, errors=(f"UNREADABLE: {exc}",))
     try:
         report = verify_apk(file)
     except SealgateError as exc:
@@ -368,7 +371,10 @@ def scan_directory(
     scans: dict[str, ScannedApk] = {}
     pending: list[tuple[str, StatKey]] = []
     for name in names:
-        key = StatKey.of(directory / name)
+        try:
+            key = StatKey.of(directory / name)
+        except OSError:
+            continue  # gone since the listing: it is simply not part of this run
         cached = cache.get(prefix + name, key)
         if cached is not None:
             scans[name] = cached
@@ -381,7 +387,8 @@ def scan_directory(
         pending, _scan_many(directory, [name for name, _ in pending], workers), strict=True
     ):
         scans[name] = scanned
-        cache.put(prefix + name, key, scanned)
+        if not scanned.errors or not scanned.errors[0].startswith("UNREADABLE"):
+            cache.put(prefix + name, key, scanned)  # an unreadable file is tried again next time
         done += 1
         if progress is not None:
             progress(done, len(names))
