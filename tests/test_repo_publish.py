@@ -333,3 +333,23 @@ def test_signatures_for_an_older_index_are_refused(tmp_path: Path, keys: dict[st
     assert refused.returncode == 1
     assert "it is a response to another request, or an old one replayed" in refused.stderr
     assert not (root / "repo" / "entry.jar").exists()
+
+
+def test_fetch_reads_an_index_v1_only_repository_made_by_fdroidserver(
+    server: tuple[Path, str], fdroid_vectors: Path
+) -> None:
+    """fdroidserver's own golden index-v1.jar, served without entry.jar, as an older repository serves it."""
+    dest, url = server
+    (dest / "repo").mkdir()
+    shutil.copy(fdroid_vectors / "repo-golden" / "index-v1.jar", dest / "repo" / "index-v1.jar")
+    golden = json.loads((fdroid_vectors / "repo-golden" / "index-v1.json").read_bytes())
+    fingerprint = "f49af3f11efddf20dffd70f5e3117b9976674167adca280e6b1932a0601b26f6"
+    fetched = fetch_index(url, fingerprint)
+    assert fetched.format == "v1" and fetched.index == golden
+    from sealgate.repo.fetch import summarise
+
+    rows = {row["package"]: row for row in summarise(fetched)}
+    assert set(rows) == set(golden["packages"])
+    assert rows["com.politedroid"]["version_code"] == 6
+    with pytest.raises(RepoError, match="not by the expected"):
+        fetch_index(url, "00" * 32)

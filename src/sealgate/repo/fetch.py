@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sealgate.errors import RepoError
-from sealgate.repo.index_jar import ENTRY_JAR, normalise_fingerprint, read_index_jar_bytes
+from sealgate.repo.index_jar import ENTRY_JAR, INDEX_V1_JAR, normalise_fingerprint, read_index_jar_bytes
 
 #: entry.jar is a few KiB; anything far larger is not an entry file.
 MAX_ENTRY_JAR = 16 * 1024 * 1024
@@ -32,6 +32,8 @@ class FetchedIndex:
     fingerprint: str
     entry: dict[str, Any]
     index: dict[str, Any]
+    #: "v2" (entry.jar + index-v2.json) or "v1" (index-v1.jar, for repositories made before index-v2).
+    format: str = "v2"
 
 
 def fetch_index(url: str, fingerprint: str | None = None, *, timeout: float = 30.0) -> FetchedIndex:
@@ -40,7 +42,10 @@ def fetch_index(url: str, fingerprint: str | None = None, *, timeout: float = 30
     wanted = normalise_fingerprint(fingerprint or from_url or "")
     if len(wanted) != 64:
         raise RepoError("give the repository's fingerprint (64 hexadecimal digits): --fingerprint or ?fingerprint=")
-    jar = _get(f"{base}/{ENTRY_JAR}", MAX_ENTRY_JAR, timeout)
+    try:
+        jar = _get(f"{base}/{ENTRY_JAR}", MAX_ENTRY_JAR, timeout)
+    except _NotFound:
+        return _fetch_v1(base, wanted, timeout)
     verified = read_index_jar_bytes(jar, "entry.json", expected_fingerprint=wanted, label=f"{base}/{ENTRY_JAR}")
     try:
         entry = json.loads(verified.data)
@@ -64,6 +69,25 @@ def fetch_index(url: str, fingerprint: str | None = None, *, timeout: float = 30
     return FetchedIndex(base, verified.fingerprint, entry, index)
 
 
+def _fetch_v1(base: str, fingerprint: str, timeout: float) -> FetchedIndex:
+    """A repository without entry.jar: its index-v1.jar, verified the same way (one signer, that fingerprint)."""
+    jar = _get(f"{base}/{INDEX_V1_JAR}", MAX_INDEX, timeout)
+    verified = read_index_jar_bytes(
+        jar, "index-v1.json", expected_fingerprint=fingerprint, label=f"{base}/{INDEX_V1_JAR}"
+    )
+    try:
+        index = json.loads(verified.data)
+    except ValueError as exc:
+        raise RepoError(f"{base}/{INDEX_V1_JAR} does not hold JSON: {exc}") from None
+    if not isinstance(index, dict) or not isinstance(index.get("packages"), dict):
+        raise RepoError(f"{base}/{INDEX_V1_JAR} is not an index-v1 file")
+    return FetchedIndex(base, verified.fingerprint, {}, index, format="v1")
+
+
+class _NotFound(RepoError):
+    """The server has no such file (HTTP 404)."""
+
+
 def _split(url: str) -> tuple[str, str | None]:
     """The repository's base address, and the fingerprint an F-Droid URL may carry in its query."""
     parts = urllib.parse.urlsplit(url)
@@ -85,7 +109,8 @@ def _get(url: str, limit: int, timeout: float) -> bytes:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             data: bytes = response.read(limit + 1)
     except urllib.error.HTTPError as exc:
-        raise RepoError(f"{url}: the server answered {exc.code} {exc.reason}") from None
+        error = _NotFound if exc.code == 404 else RepoError
+        raise error(f"{url}: the server answered {exc.code} {exc.reason}") from None
     except (urllib.error.URLError, TimeoutError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise RepoError(f"{url}: cannot download: {reason}") from None
@@ -96,6 +121,8 @@ def _get(url: str, limit: int, timeout: float) -> bytes:
 
 def summarise(fetched: FetchedIndex) -> list[dict[str, Any]]:
     """One line per app: package, name, newest version, its signer (for `repo fetch`)."""
+    if fetched.format == "v1":
+        return _summarise_v1(fetched.index)
     rows = []
     for package, value in sorted(fetched.index["packages"].items()):
         versions = list(value.get("versions", {}).values())
@@ -110,6 +137,29 @@ def summarise(fetched: FetchedIndex) -> list[dict[str, Any]]:
                 "version_code": manifest.get("versionCode"),
                 "version_name": manifest.get("versionName"),
                 "signer": (manifest.get("signer", {}).get("sha256") or [None])[0],
+            }
+        )
+    return rows
+
+
+def _summarise_v1(index: dict[str, Any]) -> list[dict[str, Any]]:
+    names = {
+        app.get("packageName"): app.get("name") or app.get("localized", {}).get("en-US", {}).get("name")
+        for app in index.get("apps", [])
+        if isinstance(app, dict)
+    }
+    rows = []
+    for package, versions in sorted(index["packages"].items()):
+        listed = [version for version in versions if isinstance(version, dict)] if isinstance(versions, list) else []
+        newest = max(listed, key=lambda v: v.get("versionCode", 0), default={})
+        rows.append(
+            {
+                "package": package,
+                "name": names.get(package) or package,
+                "versions": len(listed),
+                "version_code": newest.get("versionCode"),
+                "version_name": newest.get("versionName"),
+                "signer": newest.get("signer"),
             }
         )
     return rows
