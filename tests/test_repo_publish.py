@@ -343,7 +343,8 @@ def test_fetch_reads_an_index_v1_only_repository_made_by_fdroidserver(
     (dest / "repo").mkdir()
     shutil.copy(fdroid_vectors / "repo-golden" / "index-v1.jar", dest / "repo" / "index-v1.jar")
     golden = json.loads((fdroid_vectors / "repo-golden" / "index-v1.json").read_bytes())
-    fingerprint = "f49af3f11efddf20dffd70f5e3117b9976674167adca280e6b1932a0601b26f6"  # repo_key_sha256, fdroidserver tests/config.yml
+    # repo_key_sha256 in fdroidserver's tests/config.yml: the key that signed its golden repository.
+    fingerprint = "f49af3f11efddf20dffd70f5e3117b9976674167adca280e6b1932a0601b26f6"
     fetched = fetch_index(url, fingerprint)
     assert fetched.format == "v1" and fetched.index == golden
     from sealgate.repo.fetch import summarise
