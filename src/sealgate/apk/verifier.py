@@ -132,7 +132,8 @@ def verify_apk(
     try:
         archive = ZipArchive.open(path)
     except ZipFormatError as exc:
-        raise ApkFormatError(f"Malformed APK: not a ZIP archive: {exc}") from exc
+        reason = str(exc) if str(exc).startswith("not a ZIP archive") else f"not a ZIP archive: {exc}"
+        raise ApkFormatError(f"Malformed APK: {reason}") from exc
     with archive:
         if archive.sections.zip64_eocd_offset is not None:
             raise ApkFormatError("ZIP64 APKs are not supported by Android's APK signature schemes")

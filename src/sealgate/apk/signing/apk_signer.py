@@ -100,7 +100,8 @@ def _open(path: str | os.PathLike[str]) -> ZipArchive:
     try:
         archive = ZipArchive.open(path)
     except ZipFormatError as exc:
-        raise ApkFormatError(f"{os.fspath(path)}: malformed APK, not a ZIP archive: {exc}") from exc
+        reason = str(exc) if str(exc).startswith("not a ZIP archive") else f"not a ZIP archive: {exc}"
+        raise ApkFormatError(f"{os.fspath(path)}: malformed APK, {reason}") from exc
     if archive.sections.zip64_eocd_offset is not None:
         archive.close()
         raise ApkFormatError(f"{os.fspath(path)}: ZIP64 APKs cannot carry APK signatures")
