@@ -460,3 +460,16 @@ def test_launcher_icons_are_extracted_per_density(tmp_path: Path, fdroid_vectors
                               "size": len(png[240])}}  # fmt: skip
     v1 = json.loads((root / "repo" / "index-v1.json").read_bytes())
     assert v1["apps"][0]["icon"] == name
+
+
+def test_a_second_update_at_the_same_time_is_refused(tmp_path: Path) -> None:
+    import fcntl
+
+    root = _repo(tmp_path)
+    state = root / ".sealgate"
+    state.mkdir(exist_ok=True)
+    with open(state / "update.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(RepoError, match="another `repo update` is running"):
+            _update(root, None)
+    _update(root, None)  # and once the other one has finished, it runs

@@ -122,8 +122,30 @@ def update_repository(
     callable is called only when there is work to do, so that a rerun with nothing changed asks for no passphrase
     and unlocks no key; config.yml's `signing` section then identifies the key.
     """
-    with _collector_paused():
+    with _update_lock(config), _collector_paused():
         return _update_repository(config, signer, options)
+
+
+@contextlib.contextmanager
+def _update_lock(config: RepoConfig) -> Iterator[None]:
+    """One update at a time per repository: two would interleave their index files and caches."""
+    import fcntl
+
+    try:
+        config.state_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(config.state_dir / "update.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise RepoError(f"cannot lock {config.root} for the update: {exc.strerror}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RepoError(
+                f"another `repo update` is running in {config.root}; try again when it has finished"
+            ) from None
+        yield
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager
