@@ -84,6 +84,11 @@ class Certificate:
         """RFC 4514 form of the subject (most specific attribute first)."""
         return _rfc4514(self._parsed["tbs_certificate"]["subject"])
 
+    @property
+    def signature_algorithm(self) -> str:
+        """How the issuer signed the certificate, in asn1crypto's names ("sha256_rsa", "sha256_ecdsa", ...)."""
+        return str(self._parsed["signature_algorithm"]["algorithm"].native)
+
     @cached_property
     def public_key_der(self) -> bytes:
         """The SubjectPublicKeyInfo, as encoded in the certificate."""

@@ -29,6 +29,7 @@ LAZY_COMMANDS = {
     "record": "sealgate.cli.record:record",
     "device": "sealgate.cli.device:device",
     "repo": "sealgate.cli.repo:repo",
+    "ota": "sealgate.cli.ota:ota",
 }
 
 

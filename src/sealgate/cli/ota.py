@@ -1,0 +1,52 @@
+"""`sealgate ota ...`: OTA update packages.
+
+`ota verify FILE... --certs CERT...` gives recovery's verdict on each package against the trusted certificates (PEM
+files or otacerts.zip; a package verifies if any one of them verifies it). Exit status 0 when every package verifies,
+1 when any is refused, 2 on a usage error (a certificate recovery would not load, no certificate at all).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from sealgate.cli.options import JSON_OUTPUT
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+
+
+@click.group()
+def ota() -> None:
+    """OTA update packages: whole-file signatures as recovery checks them."""
+
+
+@ota.command("verify")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--certs", "certs", multiple=True, required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="A trusted certificate (PEM) or otacerts.zip; repeatable.")  # fmt: skip
+@JSON_OUTPUT
+def verify_command(files: tuple[Path, ...], certs: tuple[Path, ...], as_json: bool) -> int:
+    """Verify the whole-file signature of each FILE as Android's recovery does."""
+    from sealgate.ota.whole_file import load_trusted_keys, verify_package
+
+    keys = load_trusted_keys(certs)
+    status = EXIT_OK
+    for file in files:
+        result = verify_package(file, keys)
+        if not result.verified:
+            status = EXIT_FAILED
+        if as_json:
+            click.echo(json.dumps(result.to_json(), ensure_ascii=False))
+        elif result.verified and result.signer is not None:
+            click.echo(f"{file}: verified, signed by {result.signer.sha256} ({result.signer.subject})")
+        else:
+            click.echo(f"{file}: NOT VERIFIED")
+            for issue in result.errors:
+                click.echo(f"  error {issue.code}: {issue.message}")
+    return status
+
+
+__all__ = ["ota"]
