@@ -99,3 +99,7 @@ class MetadataError(RepoError):
         self.message = message
         where = f"{path}:{line}" if line is not None else path
         super().__init__(f"{where}: {message}")
+
+
+class OtaFormatError(FormatError):
+    """An OTA package cannot be read or signed: not a ZIP archive, or a signature that does not fit."""

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from sealgate.cli.options import JSON_OUTPUT
+from sealgate.cli.options import JSON_OUTPUT, PASSPHRASE_FD
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -21,6 +21,40 @@ EXIT_FAILED = 1
 @click.group()
 def ota() -> None:
     """OTA update packages: whole-file signatures as recovery checks them."""
+
+
+@ota.command("sign")
+@click.argument("input_zip", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("output_zip", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--keystore", type=click.Path(file_okay=False, path_type=Path), help="Encrypted keystore directory.")
+@click.option("--key", default="ota", show_default=True, help="The keystore role that signs OTA packages.")
+@click.option("--pkcs11", help="A token key (pkcs11: URI) instead of --keystore.")
+@PASSPHRASE_FD
+@JSON_OUTPUT
+def sign_command(
+    input_zip: Path,
+    output_zip: Path,
+    keystore: Path | None,
+    key: str,
+    pkcs11: str | None,
+    passphrase_fd: int | None,
+    as_json: bool,
+) -> int:
+    """Sign INPUT_ZIP into OUTPUT_ZIP with a whole-file signature (signapk -w's form), checked before it is written."""
+    import contextlib
+
+    from sealgate.cli.signers import load_signers
+    from sealgate.ota.signer import sign_package
+
+    with contextlib.ExitStack() as stack:
+        keys = (key,) if keystore is not None else ()
+        signer = load_signers(stack, keystore, keys, (pkcs11,) if pkcs11 else (), passphrase_fd)[0]
+        result = sign_package(input_zip, output_zip, signer)
+    if as_json:
+        click.echo(json.dumps(result.to_json(), ensure_ascii=False))
+    elif result.signer is not None:
+        click.echo(f"signed {output_zip}: verified, signer {result.signer.sha256} ({result.signer.subject})")
+    return EXIT_OK
 
 
 @ota.command("verify")

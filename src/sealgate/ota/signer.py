@@ -1,0 +1,153 @@
+"""Signing an OTA package with a whole-file signature, in the form `signapk -w` writes and recovery verifies.
+
+The entries are copied as they are (raw compressed bytes, byte for byte, through the APK signer's ZIP writer with
+no alignment), minus old signature files (META-INF/*.SF|RSA|DSA|EC, MANIFEST.MF, com/android/otacert) and
+directories; META-INF/com/android/otacert (the signing certificate, PEM) is added last, as signapk adds it. The
+signature covers every byte up to the end record's central-directory offset field, and the archive comment is
+signapk's: "signed by SignApk", NUL, a detached PKCS#7 SignedData (one certificate, no signed attributes), and the
+6-byte footer. The hash is the one the certificate's own signature algorithm names (recovery checks with that
+one): SHA-1 for sha1/md5WithRSA certificates, SHA-256 otherwise; RSA keys sign PKCS#1 v1.5, EC keys ECDSA.
+
+Unlike signapk, the entries are not rewritten (sorted, recompressed, re-stamped): the package's bytes stay as the
+build made them, so the signed package hashes the same on every machine. The output is checked with the verifier
+(`whole_file.verify_package`) before it replaces anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import struct
+from pathlib import Path
+
+from asn1crypto import algos, cms
+from asn1crypto import core as asn1_core
+from asn1crypto import pem as asn1_pem
+from asn1crypto import x509 as asn1_x509
+
+from sealgate.apk.signing.output import AtomicOutput
+from sealgate.apk.signing.writer import ZipWriter
+from sealgate.errors import OtaFormatError, SealgateError, UsageError
+from sealgate.ota.whole_file import EOCD_MAGIC, FOOTER_SIZE, OtaVerification, trusted_key, verify_package
+from sealgate.signing import Signer, SigningAlgorithm
+from sealgate.ziparchive import ZipArchive
+
+OTACERT = "META-INF/com/android/otacert"
+#: signapk's STRIP_PATTERN: signature files a re-signed package must not keep.
+_STRIP = re.compile(r"^(META-INF/((.*)[.](SF|RSA|DSA|EC)|com/android/otacert))|(META-INF/MANIFEST\.MF)$")
+_MESSAGE = b"signed by SignApk\x00"
+_MAX_COMMENT = 0xFFFF
+_STEP = 16 * 1024 * 1024
+
+
+def sign_package(
+    input_path: str | os.PathLike[str], output_path: str | os.PathLike[str], signer: Signer
+) -> OtaVerification:
+    """Sign `input_path` into `output_path` with `signer`; the verifier's report on the result."""
+    key = trusted_key(signer.certificate, f"key {signer.name!r}")  # the certificate recovery will trust
+    algorithm = _algorithm(signer, key.hash_name)
+    try:
+        archive = ZipArchive.open(input_path)
+    except SealgateError as exc:
+        raise OtaFormatError(f"{os.fspath(input_path)} is not a ZIP archive: {exc}") from None
+    with archive, AtomicOutput(output_path) as output:
+        if archive.violations:
+            raise OtaFormatError(f"{os.fspath(input_path)}: {archive.violations[0].message}")
+        writer = ZipWriter(archive, output.fd, alignment=1, page_alignment=1)
+        kept = [entry for entry in archive.entries if not entry.is_directory and not _STRIP.match(entry.name)]
+        writer.copy_entries(kept)
+        writer.add_deflated(OTACERT, _certificate_pem(signer))
+        layout = writer.layout(page_align=False)
+        cd_offset = layout.entries_end
+        writer.write_at(cd_offset, layout.central_directory)
+        signed_tail = layout.eocd_with_cd_offset(cd_offset)[:20]
+        digest = _digest(output.fd, cd_offset + len(layout.central_directory), signed_tail, key.hash_name)
+        block = _signature_block(signer, algorithm, digest, key.hash_name)
+        comment = _MESSAGE + block
+        comment += struct.pack("<HBBH", len(block) + FOOTER_SIZE, 0xFF, 0xFF, len(comment) + FOOTER_SIZE)
+        if len(comment) > _MAX_COMMENT:
+            raise OtaFormatError("the signature is too large for a ZIP comment")
+        if EOCD_MAGIC in comment:
+            raise OtaFormatError("the signature happens to contain an end-of-central-directory marker; sign again")
+        writer.write_at(
+            cd_offset + len(layout.central_directory), signed_tail + struct.pack("<H", len(comment)) + comment
+        )
+        result = verify_package(output.temp_path, [key])
+        if not result.verified:
+            problems = "; ".join(issue.message for issue in result.errors)
+            raise OtaFormatError(f"the signed package does not verify, so it was not written: {problems}")
+        output.commit()
+    result.path = os.fspath(output_path)
+    return result
+
+
+def _algorithm(signer: Signer, hash_name: str) -> SigningAlgorithm:
+    wanted = {
+        ("RSA", "sha1"): SigningAlgorithm.RSA_PKCS1_SHA1,
+        ("RSA", "sha256"): SigningAlgorithm.RSA_PKCS1_SHA256,
+        ("EC", "sha256"): SigningAlgorithm.ECDSA_SHA256,
+    }
+    key_types = {algorithm.key_type for algorithm in signer.algorithms()}
+    for (key_type, name), algorithm in wanted.items():
+        if name == hash_name and key_type in key_types and algorithm in signer.algorithms():
+            return algorithm
+    raise UsageError(f"key {signer.name!r} cannot make a {hash_name} whole-file signature recovery accepts")
+
+
+def _certificate_pem(signer: Signer) -> bytes:
+    return bytes(asn1_pem.armor("CERTIFICATE", signer.certificate.der))
+
+
+def _digest(fd: int, length: int, tail: bytes, hash_name: str) -> bytes:
+    hasher = hashlib.new(hash_name)
+    for offset in range(0, length, _STEP):
+        hasher.update(os.pread(fd, min(_STEP, length - offset), offset))
+    hasher.update(tail)
+    return hasher.digest()
+
+
+def _signature_block(signer: Signer, algorithm: SigningAlgorithm, digest: bytes, hash_name: str) -> bytes:
+    """signapk's detached SignedData: one certificate, no signed attributes (recovery reads none)."""
+    certificate = asn1_x509.Certificate.load(signer.certificate.der)
+    digest_algorithm = algos.DigestAlgorithm({"algorithm": hash_name})
+    if algorithm is SigningAlgorithm.ECDSA_SHA256:
+        signature_algorithm = algos.SignedDigestAlgorithm({"algorithm": "sha256_ecdsa"})
+    else:
+        signature_algorithm = algos.SignedDigestAlgorithm(
+            {"algorithm": "rsassa_pkcs1v15" if hash_name == "sha1" else "sha256_rsa", "parameters": asn1_core.Null()}
+        )
+    signer_info = cms.SignerInfo(
+        {
+            "version": "v1",
+            "sid": cms.SignerIdentifier(
+                name="issuer_and_serial_number",
+                value=cms.IssuerAndSerialNumber(
+                    {
+                        "issuer": certificate["tbs_certificate"]["issuer"],
+                        "serial_number": certificate["tbs_certificate"]["serial_number"],
+                    }
+                ),
+            ),
+            "digest_algorithm": digest_algorithm,
+            "signature_algorithm": signature_algorithm,
+            "signature": signer.sign_digest(digest, algorithm),
+        }
+    )
+    signed_data = cms.SignedData(
+        {
+            "version": "v1",
+            "digest_algorithms": [digest_algorithm],
+            "encap_content_info": {"content_type": "data"},
+            "certificates": [cms.CertificateChoices(name="certificate", value=certificate)],
+            "signer_infos": [signer_info],
+        }
+    )
+    return bytes(cms.ContentInfo({"content_type": "signed_data", "content": signed_data}).dump())
+
+
+def signed_range(path: Path) -> bytes:
+    """The bytes a whole-file signature covers (for checking it with another tool, such as openssl cms)."""
+    data = path.read_bytes()
+    comment_size = data[-2] | data[-1] << 8
+    return data[: len(data) - comment_size - 2]

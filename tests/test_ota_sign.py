@@ -1,0 +1,125 @@
+"""Signing OTA packages: our whole-file signature verifies with recovery's rules (our verifier), with OpenSSL's CMS
+verifier over the signed range, and Debian signapk's output verifies with our verifier."""
+
+from __future__ import annotations
+
+import datetime
+import subprocess
+import zipfile
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
+
+from conftest import _in_ci, require_tool
+from sealgate.apk.certificate import Certificate
+from sealgate.ota.signer import OTACERT, sign_package, signed_range
+from sealgate.ota.whole_file import load_trusted_keys, verify_package
+from sealgate.signing import PrivateKeySigner
+
+SIGNAPK = Path("/usr/share/signapk/signapk.jar")
+
+
+def _signer(kind: str, tmp_path: Path) -> tuple[PrivateKeySigner, Path, Path]:
+    key = (
+        rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        if kind == "rsa"
+        else ec.generate_private_key(ec.SECP256R1())
+    )
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"ota test {kind}")])
+    now = datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=3650)).sign(key, hashes.SHA256())
+    )  # fmt: skip
+    pem, pk8 = tmp_path / f"{kind}.x509.pem", tmp_path / f"{kind}.pk8"
+    pem.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    pk8.write_bytes(key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                                      serialization.NoEncryption()))  # fmt: skip
+    der = certificate.public_bytes(serialization.Encoding.DER)
+    return PrivateKeySigner(f"ota-{kind}", key, Certificate.from_der(der)), pem, pk8
+
+
+def _package(path: Path) -> Path:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("META-INF/com/android/metadata", "ota-type=BLOCK\npost-timestamp=1700000000\n")
+        archive.writestr("payload.bin", b"CrAU" + bytes(4096))
+        archive.writestr(zipfile.ZipInfo("care_map.pb"), b"\x01" * 100, compress_type=zipfile.ZIP_STORED)
+        archive.writestr("META-INF/CERT.SF", "an old JAR signature file, dropped when re-signing")
+    return path
+
+
+@pytest.mark.parametrize("kind", ["rsa", "ec"])
+def test_signed_package_verifies_with_recovery_rules_and_openssl(tmp_path: Path, kind: str) -> None:
+    signer, pem, _ = _signer(kind, tmp_path)
+    unsigned = _package(tmp_path / "unsigned.zip")
+    signed = tmp_path / "signed.zip"
+    result = sign_package(unsigned, signed, signer)
+    assert result.verified and result.signer == signer.certificate
+    with zipfile.ZipFile(signed) as archive:
+        names = archive.namelist()
+        assert names[-1] == OTACERT and "META-INF/CERT.SF" not in names
+        assert archive.read(OTACERT).startswith(b"-----BEGIN CERTIFICATE-----")
+        assert archive.read("payload.bin") == b"CrAU" + bytes(4096)
+    assert verify_package(signed, load_trusted_keys([pem])).verified
+    data = signed.read_bytes()
+    comment_size = data[-2] | data[-1] << 8
+    signature_start = data[-6] | data[-5] << 8
+    assert data[len(data) - comment_size : len(data) - signature_start] == b"signed by SignApk\x00"
+    openssl = require_tool("openssl")
+    (tmp_path / "content").write_bytes(signed_range(signed))
+    (tmp_path / "sig.der").write_bytes(data[len(data) - signature_start : len(data) - 6])
+    check = subprocess.run(
+        [openssl, "cms", "-verify", "-binary", "-inform", "DER", "-in", str(tmp_path / "sig.der"), "-content",
+         str(tmp_path / "content"), "-CAfile", str(pem), "-purpose", "any", "-out", "/dev/null"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert check.returncode == 0, check.stderr
+    # One changed byte anywhere in the signed range, and recovery's rules refuse it.
+    damaged = bytearray(data)
+    damaged[100] ^= 0x01
+    (tmp_path / "damaged.zip").write_bytes(bytes(damaged))
+    assert not verify_package(tmp_path / "damaged.zip", load_trusted_keys([pem])).verified
+
+
+def test_signapk_signed_package_verifies_with_our_verifier(tmp_path: Path) -> None:
+    java = require_tool("java")
+    if not SIGNAPK.is_file():
+        message = f"{SIGNAPK} is missing (.ci/run installs the Debian package signapk)"
+        if _in_ci():
+            pytest.fail(message)
+        pytest.skip(message)
+    _, pem, pk8 = _signer("rsa", tmp_path)
+    unsigned = _package(tmp_path / "unsigned.zip")
+    signed = tmp_path / "by-signapk.zip"
+    subprocess.run([java, "-jar", str(SIGNAPK), "-w", str(pem), str(pk8), str(unsigned), str(signed)], check=True,
+                   capture_output=True)  # fmt: skip
+    result = verify_package(signed, load_trusted_keys([pem]))
+    assert result.verified, [issue.message for issue in result.errors]
+
+
+def test_cli_sign_with_a_keystore_key_then_verify(tmp_path: Path) -> None:
+    import json
+    import os
+    import sys
+
+    env = {**os.environ, "SEALGATE_PASSPHRASE": "ota test passphrase"}
+    sealgate = [sys.executable, "-c", "import sys; from sealgate.cli.main import main; sys.exit(main())"]
+    subprocess.run([*sealgate, "keys", "init", str(tmp_path / "ks"), "--roles", "ota", "--key-type", "rsa-2048"],
+                   env=env, check=True, capture_output=True)  # fmt: skip
+    unsigned = _package(tmp_path / "unsigned.zip")
+    signed = subprocess.run([*sealgate, "ota", "sign", str(unsigned), str(tmp_path / "out.zip"), "--keystore",
+                             str(tmp_path / "ks"), "--json"], env=env, capture_output=True, text=True)  # fmt: skip
+    assert signed.returncode == 0, signed.stderr
+    assert json.loads(signed.stdout)["verified"] is True
+    certificate = tmp_path / "ks" / "public" / "ota.x509.pem"
+    verified = subprocess.run([*sealgate, "ota", "verify", str(tmp_path / "out.zip"), "--certs", str(certificate)],
+                              capture_output=True, text=True)  # fmt: skip
+    assert verified.returncode == 0, verified.stdout
+    refused = subprocess.run([*sealgate, "ota", "sign", str(tmp_path / "missing.zip"), str(tmp_path / "o.zip"),
+                              "--keystore", str(tmp_path / "ks")], env=env, capture_output=True, text=True)  # fmt: skip
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
