@@ -123,3 +123,35 @@ def test_cli_sign_with_a_keystore_key_then_verify(tmp_path: Path) -> None:
     refused = subprocess.run([*sealgate, "ota", "sign", str(tmp_path / "missing.zip"), str(tmp_path / "o.zip"),
                               "--keystore", str(tmp_path / "ks")], env=env, capture_output=True, text=True)  # fmt: skip
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
+
+
+def test_info_reads_metadata_checks_property_files_and_names_the_claimed_signer(tmp_path: Path) -> None:
+    from sealgate.ota.info import read_info
+    from sealgate.ziparchive import ZipArchive
+
+    first = tmp_path / "first.zip"
+    with zipfile.ZipFile(first, "w") as archive:
+        archive.writestr("payload.bin", b"CrAU" + bytes(500))
+        archive.writestr("payload_properties.txt", "FILE_HASH=x\n")
+    with ZipArchive.open(first) as opened:
+        payload, properties = opened.entry("payload.bin"), opened.entry("payload_properties.txt")
+        assert payload is not None and properties is not None
+        good = f"payload.bin:{payload.data_offset}:{payload.uncompressed_size}"
+        bad = f"payload_properties.txt:{properties.data_offset + 1}:{properties.uncompressed_size}"
+    package = tmp_path / "package.zip"
+    with zipfile.ZipFile(first) as source, zipfile.ZipFile(package, "w") as out:
+        for item in source.infolist():
+            out.writestr(item, source.read(item))
+        tokens = f"{good},{bad}"
+        out.writestr("META-INF/com/android/metadata",
+                     f"ota-type=AB\npost-timestamp=1700000000\nota-streaming-property-files={tokens}\n")  # fmt: skip
+    signer, _, _ = _signer("rsa", tmp_path)
+    sign_package(package, tmp_path / "signed.zip", signer)
+    info = read_info(tmp_path / "signed.zip")
+    assert info.metadata["ota-type"] == "AB" and info.metadata["post-timestamp"] == "1700000000"
+    tokens = info.property_files["ota-streaming-property-files"]
+    assert [(token.name, token.matches) for token in tokens] == [
+        ("payload.bin", True),
+        ("payload_properties.txt", False),
+    ]
+    assert info.whole_file_signed and info.claimed_signer == signer.certificate

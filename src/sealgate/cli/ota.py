@@ -83,4 +83,31 @@ def verify_command(files: tuple[Path, ...], certs: tuple[Path, ...], as_json: bo
     return status
 
 
+@ota.command("info")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@JSON_OUTPUT
+def info_command(file: Path, as_json: bool) -> int:
+    """Show an OTA package's metadata, its property files (checked against the entries) and its claimed signer."""
+    from sealgate.ota.info import read_info
+
+    info = read_info(file)
+    if as_json:
+        click.echo(json.dumps(info.to_json(), ensure_ascii=False))
+        return EXIT_OK
+    click.echo(f"{file}: {len(info.entries)} entries")
+    for key, value in sorted(info.metadata.items()):
+        if key not in info.property_files:
+            click.echo(f"  {key}={value}")
+    for key, tokens in info.property_files.items():
+        click.echo(f"  {key}:")
+        for token in tokens:
+            state = "ok" if token.matches else "DOES NOT MATCH the entry"
+            click.echo(f"    {token.name} at {token.offset}, {token.size} bytes: {state}")
+    if info.claimed_signer is not None:
+        click.echo(f"  whole-file signature claims {info.claimed_signer.sha256} (verify with `ota verify`)")
+    elif not info.whole_file_signed:
+        click.echo("  no whole-file signature")
+    return EXIT_OK
+
+
 __all__ = ["ota"]

@@ -1,0 +1,130 @@
+"""What an OTA package says about itself: its metadata, its property files, and who signed it (unverified).
+
+META-INF/com/android/metadata is the text recovery and update_engine read: sorted `key=value` lines (pre-device,
+post-build, post-timestamp, post-security-patch-level, ota-type, ota-downgrade, ota-wipe, the property files).
+Property files (`ota-property-files`, `ota-streaming-property-files`) are `name:offset:size` tokens that let a
+device stream payload.bin and friends straight out of the zip; each is checked here against where the entry's data
+really lies (data offset from its local header, as releasetools computes it), so a package whose tokens point at
+the wrong bytes is reported. Nothing here is a verdict on the signature: `whole_file.verify_package` is.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from sealgate.apk.certificate import Certificate
+from sealgate.errors import OtaFormatError, SealgateError
+from sealgate.ziparchive import ZipArchive
+
+METADATA = "META-INF/com/android/metadata"
+_PROPERTY_KEYS = ("ota-property-files", "ota-streaming-property-files")
+_MAX_METADATA = 1024 * 1024
+#: Token names that stand for a part of an entry rather than an entry.
+_PAYLOAD_METADATA = "payload_metadata.bin"
+
+
+@dataclass
+class PropertyFile:
+    name: str
+    offset: int
+    size: int
+    matches: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "offset": self.offset, "size": self.size, "matches": self.matches}
+
+
+@dataclass
+class OtaInfo:
+    path: str
+    metadata: dict[str, str] = field(default_factory=dict)
+    property_files: dict[str, list[PropertyFile]] = field(default_factory=dict)
+    entries: list[str] = field(default_factory=list)
+    whole_file_signed: bool = False
+    #: The certificate inside the whole-file signature, as the package claims it (not verified here).
+    claimed_signer: Certificate | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "file": self.path,
+            "metadata": self.metadata,
+            "property_files": {key: [item.to_json() for item in items] for key, items in self.property_files.items()},
+            "entries": self.entries,
+            "whole_file_signed": self.whole_file_signed,
+            "claimed_signer": (
+                {"sha256": self.claimed_signer.sha256, "subject": self.claimed_signer.subject}
+                if self.claimed_signer is not None
+                else None
+            ),
+        }
+
+
+def read_info(path: str | os.PathLike[str]) -> OtaInfo:
+    """The package's metadata and property files; OtaFormatError when it is not a ZIP archive at all."""
+    info = OtaInfo(os.fspath(path))
+    try:
+        archive = ZipArchive.open(path)
+    except SealgateError as exc:
+        raise OtaFormatError(f"{os.fspath(path)} is not a ZIP archive: {exc}") from None
+    with archive:
+        info.entries = [entry.name for entry in archive.entries]
+        entry = archive.entry(METADATA)
+        if entry is not None:
+            text = archive.read(entry, max_size=_MAX_METADATA).decode("utf-8", errors="replace")
+            info.metadata = parse_metadata(text)
+        for key in _PROPERTY_KEYS:
+            if key in info.metadata:
+                info.property_files[key] = _check_tokens(archive, info.metadata[key])
+        info.whole_file_signed, info.claimed_signer = _claimed_signer(archive)
+    return info
+
+
+def parse_metadata(text: str) -> dict[str, str]:
+    """`key=value` lines; values keep everything after the first '=' (trimmed, as recovery trims them)."""
+    result: dict[str, str] = {}
+    for line in text.splitlines():
+        key, separator, value = line.partition("=")
+        if separator and key.strip():
+            result[key.strip()] = value.strip()
+    return result
+
+
+def _check_tokens(archive: ZipArchive, value: str) -> list[PropertyFile]:
+    by_base = {entry.name.rsplit("/", 1)[-1]: entry for entry in archive.entries}
+    tokens = []
+    for token in value.split(","):
+        name, _, rest = token.strip().partition(":")
+        offset_text, _, size_text = rest.partition(":")
+        if not name or not offset_text.isdigit() or not size_text.isdigit():
+            continue
+        offset, size = int(offset_text), int(size_text)
+        lookup = "payload.bin" if name == _PAYLOAD_METADATA else name
+        entry = by_base.get(lookup)
+        matches = entry is not None and entry.data_offset == offset
+        if entry is not None and name != _PAYLOAD_METADATA:
+            matches = matches and entry.uncompressed_size == size and entry.compressed_size == size
+        tokens.append(PropertyFile(name, offset, size, matches))
+    return tokens
+
+
+def _claimed_signer(archive: ZipArchive) -> tuple[bool, Certificate | None]:
+    from asn1crypto import cms
+
+    from sealgate.ota.whole_file import FOOTER_SIZE
+
+    comment = archive.sections.comment
+    if len(comment) < FOOTER_SIZE or comment[-4:-2] != b"\xff\xff":
+        return False, None
+    start = comment[-6] | comment[-5] << 8
+    if not FOOTER_SIZE < start <= len(comment):
+        return True, None
+    try:
+        signed_data = cms.ContentInfo.load(comment[len(comment) - start : len(comment) - FOOTER_SIZE])["content"]
+        certificates = signed_data["certificates"]
+        if certificates.native is None or len(certificates) == 0:
+            return True, None
+        return True, Certificate.from_der(certificates[0].chosen.dump())
+    except (ValueError, TypeError, KeyError, SealgateError):
+        return True, None
