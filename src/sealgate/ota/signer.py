@@ -21,11 +21,11 @@ import re
 import struct
 from pathlib import Path
 
-from asn1crypto import algos, cms
+from asn1crypto import algos
 from asn1crypto import core as asn1_core
 from asn1crypto import pem as asn1_pem
-from asn1crypto import x509 as asn1_x509
 
+from sealgate.apk.signing.jar import detached_signed_data
 from sealgate.apk.signing.output import AtomicOutput
 from sealgate.apk.signing.writer import ZipWriter
 from sealgate.errors import OtaFormatError, SealgateError, UsageError
@@ -109,7 +109,6 @@ def _digest(fd: int, length: int, tail: bytes, hash_name: str) -> bytes:
 
 def _signature_block(signer: Signer, algorithm: SigningAlgorithm, digest: bytes, hash_name: str) -> bytes:
     """signapk's detached SignedData: one certificate, no signed attributes (recovery reads none)."""
-    certificate = asn1_x509.Certificate.load(signer.certificate.der)
     digest_algorithm = algos.DigestAlgorithm({"algorithm": hash_name})
     if algorithm is SigningAlgorithm.ECDSA_SHA256:
         signature_algorithm = algos.SignedDigestAlgorithm({"algorithm": "sha256_ecdsa"})
@@ -117,33 +116,7 @@ def _signature_block(signer: Signer, algorithm: SigningAlgorithm, digest: bytes,
         signature_algorithm = algos.SignedDigestAlgorithm(
             {"algorithm": "rsassa_pkcs1v15" if hash_name == "sha1" else "sha256_rsa", "parameters": asn1_core.Null()}
         )
-    signer_info = cms.SignerInfo(
-        {
-            "version": "v1",
-            "sid": cms.SignerIdentifier(
-                name="issuer_and_serial_number",
-                value=cms.IssuerAndSerialNumber(
-                    {
-                        "issuer": certificate["tbs_certificate"]["issuer"],
-                        "serial_number": certificate["tbs_certificate"]["serial_number"],
-                    }
-                ),
-            ),
-            "digest_algorithm": digest_algorithm,
-            "signature_algorithm": signature_algorithm,
-            "signature": signer.sign_digest(digest, algorithm),
-        }
-    )
-    signed_data = cms.SignedData(
-        {
-            "version": "v1",
-            "digest_algorithms": [digest_algorithm],
-            "encap_content_info": {"content_type": "data"},
-            "certificates": [cms.CertificateChoices(name="certificate", value=certificate)],
-            "signer_infos": [signer_info],
-        }
-    )
-    return bytes(cms.ContentInfo({"content_type": "signed_data", "content": signed_data}).dump())
+    return detached_signed_data(signer, digest_algorithm, signature_algorithm, signer.sign_digest(digest, algorithm))
 
 
 def signed_range(path: Path) -> bytes:

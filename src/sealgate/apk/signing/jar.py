@@ -21,6 +21,7 @@ import hashlib
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from asn1crypto import cms
 from asn1crypto import core as asn1_core
@@ -177,10 +178,20 @@ def build_signature_block(jar_signer: JarSigner, signature_file: bytes) -> bytes
     """A DER PKCS #7 ContentInfo holding detached SignedData over `signature_file`."""
     algorithm = jar_signer.algorithm
     signature = jar_signer.signer.sign(signature_file, algorithm.signing)
-    certificate = asn1_x509.Certificate.load(jar_signer.signer.certificate.der)
-    if certificate.dump() != jar_signer.signer.certificate.der:
-        raise UsageError(f"the certificate of key {jar_signer.signer.name!r} does not survive a round trip")
-    digest_algorithm = {"algorithm": _DIGEST_OIDS[algorithm.digest], "parameters": asn1_core.Null()}
+    return detached_signed_data(
+        jar_signer.signer,
+        {"algorithm": _DIGEST_OIDS[algorithm.digest], "parameters": asn1_core.Null()},
+        {"algorithm": _SIGNATURE_OIDS[(algorithm.key_type, algorithm.digest)], "parameters": asn1_core.Null()},
+        signature,
+    )
+
+
+def detached_signed_data(signer: Signer, digest_algorithm: Any, signature_algorithm: Any, signature: bytes) -> bytes:
+    """A DER PKCS #7 ContentInfo: detached SignedData v1 with the signer's certificate (as its original bytes) and
+    one SignerInfo without signed attributes, the form JAR signatures and OTA whole-file signatures share."""
+    certificate = asn1_x509.Certificate.load(signer.certificate.der)
+    if certificate.dump() != signer.certificate.der:
+        raise UsageError(f"the certificate of key {signer.name!r} does not survive a round trip")
     signer_info = cms.SignerInfo(
         {
             "version": "v1",
@@ -194,10 +205,7 @@ def build_signature_block(jar_signer: JarSigner, signature_file: bytes) -> bytes
                 ),
             ),
             "digest_algorithm": digest_algorithm,
-            "signature_algorithm": {
-                "algorithm": _SIGNATURE_OIDS[(algorithm.key_type, algorithm.digest)],
-                "parameters": asn1_core.Null(),
-            },
+            "signature_algorithm": signature_algorithm,
             "signature": signature,
         }
     )
