@@ -40,6 +40,7 @@ from sealgate.errors import RepoError
 from sealgate.repo import index_jar
 from sealgate.repo.index_v1 import INDEX_V1
 from sealgate.repo.index_v2 import ENTRY, INDEX_V2
+from sealgate.repo.scan import hash_file
 
 STORE = ".sealgate"
 KEEP_RELEASES = 10
@@ -311,18 +312,8 @@ def _relative(name: str, where: Path) -> str:
 
 
 def _hash_file(path: Path) -> tuple[str, int]:
-    digest = hashlib.sha256()
-    size = 0
-    try:
-        with open(path, "rb", buffering=0) as handle:
-            buffer = bytearray(_COPY_BLOCK)
-            view = memoryview(buffer)
-            while count := handle.readinto(buffer):
-                digest.update(view[:count])
-                size += count
-    except OSError as exc:
-        raise RepoError(f"cannot read {path}: {exc.strerror}") from None
-    return digest.hexdigest(), size
+    size, digest = hash_file(path)
+    return digest, size
 
 
 def _ensure_object(store: Path, source: Path, digest: str, size: int) -> bool:

@@ -161,7 +161,7 @@ def scan_apk(path: str | os.PathLike[str], name: str) -> ScannedApk:
 
     file = Path(path)
     try:
-        size, sha256 = _hash_file(file)
+        size, sha256 = hash_file(file)
     except RepoError as exc:
         return ScannedApk(name=name, size=0, sha256="", verified=False, errors=(f"UNREADABLE: {exc}",))
     try:
@@ -233,7 +233,8 @@ def _icon_files(path: Path, icon: str | None) -> tuple[tuple[int, str], ...]:
     )
 
 
-def _hash_file(path: Path) -> tuple[int, str]:
+def hash_file(path: Path) -> tuple[int, str]:
+    """(size, SHA-256 hex) of a file, read in 1 MiB blocks; RepoError when it cannot be read."""
     digest = hashlib.sha256()
     size = 0
     try:
