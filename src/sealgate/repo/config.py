@@ -215,14 +215,10 @@ def _signing(document: YamlDocument, base: Path) -> SigningConfig:
 
 
 def _text(document: YamlDocument, key: str, *, required: bool = False) -> str:
-    value = document.data.get(key)
-    if value is None:
-        if required:
-            raise document.error(f"{key} is required")
-        return ""
-    if not isinstance(value, str | int | float) or isinstance(value, bool):
-        raise document.error(f"{key} must be text", key)
-    return str(value)
+    value = document.text(key)
+    if value is None and required:
+        raise document.error(f"{key} is required")
+    return value or ""
 
 
 def _text_list(document: YamlDocument, key: str) -> list[str]:

@@ -238,10 +238,7 @@ def _yaml_text(text: str) -> str:
 
 
 def _text(document: YamlDocument, key: str) -> str:
-    value = document.data[key]
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise document.error(f"{key} must be text", key)
-    return str(value)
+    return document.text(key) or ""
 
 
 def _text_list(document: YamlDocument, key: str) -> list[str]:

@@ -47,6 +47,15 @@ class YamlDocument:
     def error(self, message: str, *keys: str | int) -> MetadataError:
         return MetadataError(self.path, self.line(*keys), message)
 
+    def text(self, key: str) -> str | None:
+        """A top-level value as text (numbers as written), None when absent; MetadataError for a list or a flag."""
+        value = self.data.get(key)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise self.error(f"{key} must be text", key)
+        return str(value)
+
 
 def load_yaml(path: str | os.PathLike[str]) -> YamlDocument:
     """Read and parse a YAML file; MetadataError (with the line) for anything that is not well-formed."""
