@@ -277,7 +277,8 @@ def _cli(*args: str, cwd: Path | None = None, check: bool = True) -> subprocess.
     return result
 
 
-def test_index_signed_offline_round_trip(tmp_path: Path, keys: dict[str, PrivateKeySigner]) -> None:
+def _two_machines(tmp_path: Path, keys: dict[str, PrivateKeySigner]) -> tuple[Path, Path, Path]:
+    """An offline machine with the repo key, an online one with its certificate and a repository with one APK."""
     offline, online = tmp_path / "offline", tmp_path / "online"
     offline.mkdir()
     online.mkdir()
@@ -287,6 +288,18 @@ def test_index_signed_offline_round_trip(tmp_path: Path, keys: dict[str, Private
     _cli("repo", "init", str(root), "--url", URL, "--certificate", str(online / "public"))
     (root / "metadata" / "org.example.app.yml").write_text("License: MIT\n")
     signed_app(root / "repo" / "org.example.app_1.apk", "org.example.app", 1, [keys["developer"]])
+    return offline, online, root
+
+
+def _sign_offline(root: Path, offline: Path) -> None:
+    """Carry the signing request to the offline machine and sign it there (the response is offline/response.zip)."""
+    shutil.copy(root / "index-signing-request.zip", offline / "request.zip")
+    _cli("sign", str(offline / "request.zip"), "--keystore", str(offline / "ks"), "--record",
+         str(offline / "record.log"), "--out", str(offline / "response.zip"), "--yes", "--allow-online")  # fmt: skip
+
+
+def test_index_signed_offline_round_trip(tmp_path: Path, keys: dict[str, PrivateKeySigner]) -> None:
+    offline, online, root = _two_machines(tmp_path, keys)
     report = json.loads(_cli("repo", "update", "--json", cwd=root).stdout)
     request = Path(report["signing_request"])
     assert request == root / "index-signing-request.zip" or request == Path("index-signing-request.zip")
@@ -294,9 +307,7 @@ def test_index_signed_offline_round_trip(tmp_path: Path, keys: dict[str, Private
     with pytest.raises(RepoError, match="not signed"):
         publish(root, tmp_path / "www")
     # The offline machine: the request travels there, the response comes back.
-    shutil.copy(root / "index-signing-request.zip", offline / "request.zip")
-    _cli("sign", str(offline / "request.zip"), "--keystore", str(offline / "ks"), "--record",
-         str(offline / "record.log"), "--out", str(offline / "response.zip"), "--yes", "--allow-online")  # fmt: skip
+    _sign_offline(root, offline)
     applied = json.loads(_cli("repo", "apply", str(offline / "response.zip"), "--public", str(online / "public"),
                               "--json", cwd=root).stdout)  # fmt: skip
     written = sorted(f"{Path(path).parent.name}/{Path(path).name}" for path in applied["written"])
@@ -313,19 +324,9 @@ def test_index_signed_offline_round_trip(tmp_path: Path, keys: dict[str, Private
 
 
 def test_signatures_for_an_older_index_are_refused(tmp_path: Path, keys: dict[str, PrivateKeySigner]) -> None:
-    offline, online = tmp_path / "offline", tmp_path / "online"
-    offline.mkdir()
-    online.mkdir()
-    _cli("keys", "init", str(offline / "ks"), "--roles", "repo", "--key-type", "rsa-2048",
-         "--export", str(online / "public"))  # fmt: skip
-    root = online / "fdroid"
-    _cli("repo", "init", str(root), "--url", URL, "--certificate", str(online / "public"))
-    (root / "metadata" / "org.example.app.yml").write_text("License: MIT\n")
-    signed_app(root / "repo" / "org.example.app_1.apk", "org.example.app", 1, [keys["developer"]])
+    offline, online, root = _two_machines(tmp_path, keys)
     _cli("repo", "update", cwd=root)
-    shutil.copy(root / "index-signing-request.zip", offline / "request.zip")
-    _cli("sign", str(offline / "request.zip"), "--keystore", str(offline / "ks"), "--record",
-         str(offline / "record.log"), "--out", str(offline / "response.zip"), "--yes", "--allow-online")  # fmt: skip
+    _sign_offline(root, offline)
     (root / "metadata" / "org.example.app.yml").write_text("License: MIT\nSummary: changed meanwhile\n")
     _cli("repo", "update", cwd=root)
     refused = _cli("repo", "apply", str(offline / "response.zip"), "--public", str(online / "public"), cwd=root,
