@@ -103,3 +103,7 @@ class MetadataError(RepoError):
 
 class OtaFormatError(FormatError):
     """An OTA package cannot be read or signed: not a ZIP archive, or a signature that does not fit."""
+
+
+class PayloadError(OtaFormatError):
+    """An A/B payload (payload.bin) is malformed, unsigned, tampered with, or uses an operation we cannot apply."""
