@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from sealgate.cli.options import JSON_OUTPUT, PASSPHRASE_FD
+from sealgate.cli.ota_payload import payload
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -109,5 +110,7 @@ def info_command(file: Path, as_json: bool) -> int:
         click.echo("  no whole-file signature")
     return EXIT_OK
 
+
+ota.add_command(payload)  # `ota payload ...`: A/B payloads
 
 __all__ = ["ota"]

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sealgate.apk.certificate import Certificate
 from sealgate.errors import PayloadError, UsageError
 from sealgate.ota.payload import schema
 from sealgate.ota.payload.codec import DISCARD, REPLACE, REPLACE_BZ, REPLACE_XZ, REPLACE_ZSTD, SOURCE_COPY, ZERO, decode
@@ -65,7 +66,7 @@ def apply_payload(
     payload_path: Path,
     target_dir: Path,
     *,
-    public_keys: Sequence[PublicKeyTypes],
+    public_keys: Sequence[PublicKeyTypes | Certificate],
     source_dir: Path | None = None,
     offset: int = 0,
     size: int | None = None,
@@ -74,6 +75,7 @@ def apply_payload(
 ) -> ApplyResult:
     """Apply the payload in bytes [offset, offset+size) of `payload_path`, writing `<partition>.img` to target_dir.
 
+    `public_keys` may also hold certificates (their keys are trusted, and the result names the one that signed).
     `progress(done, total)` is called with data bytes consumed, for a progress bar.
     """
     if not public_keys:

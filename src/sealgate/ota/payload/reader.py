@@ -134,7 +134,7 @@ class Payload:
             "block_size": self.block_size,
             "type": "delta" if self.is_delta else "full",
             "max_timestamp": self.max_timestamp,
-            "security_patch_level": self.manifest.security_patch_level or None,
+            "security_patch_level": _text(self.manifest.security_patch_level),
             "manifest_size": self.header.manifest_size,
             "metadata_size": self.metadata_size,
             "metadata_signature_size": self.header.metadata_signature_size,
@@ -144,6 +144,12 @@ class Payload:
             "payload_signatures": signature_sizes(self.payload_signature),
             "partitions": [partition.to_json() for partition in self.partitions],
         }
+
+
+def _text(value: str | bytes) -> str | None:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace") or None
+    return value or None
 
 
 def read_payload(path: Path, *, offset: int = 0, size: int | None = None) -> Payload:
@@ -256,6 +262,8 @@ def check_manifest(manifest: Any, data_size: int) -> None:
     next_offset = 0
     for partition in manifest.partitions:
         name = partition.partition_name
+        if not isinstance(name, str):  # proto2 strings are not checked for UTF-8 when parsed
+            raise PayloadError(f"the manifest names a partition {name!r} that is not UTF-8 text")
         if not name or "/" in name or name in (".", "..") or name in names:
             raise PayloadError(f"the manifest names the partition {name!r} twice or in a form that cannot be a file")
         names.add(name)

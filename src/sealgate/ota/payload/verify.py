@@ -49,6 +49,10 @@ def verify_signature_blob(blob: bytes, digest: bytes, keys: Sequence[TrustedKeyL
         if signature.HasField("unpadded_signature_size"):
             if signature.unpadded_signature_size > len(data):
                 raise PayloadError(f"the {what}'s unpadded size exceeds its data")
+            # Stricter than update_engine, which ignores the padding: zeros only, so no byte of a payload we
+            # accept can change without refusal.
+            if data[signature.unpadded_signature_size :].count(0) != len(data) - signature.unpadded_signature_size:
+                raise PayloadError(f"the {what} is padded with bytes other than zeros")
             data = data[: signature.unpadded_signature_size]
         for key in keys:
             if signature_verifies(_public_key(key), data, digest):
