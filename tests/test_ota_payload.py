@@ -60,11 +60,12 @@ def test_full_payload_round_trips_to_identical_images(tmp_path: Path, compressio
     key = make_key(tmp_path, kind)
     images = make_images(tmp_path / "images", seed=len(compression))
     write_full_payload(images, tmp_path / "unsigned.bin", compression=compression, chunk_size=CHUNK,
-                       max_timestamp=1700000000)  # fmt: skip
+                       max_timestamp=1700000000, security_patch_level="2024-05-05")  # fmt: skip
     properties = sign_payload(tmp_path / "unsigned.bin", tmp_path / "payload.bin", key.signer)
     payload = read_payload(tmp_path / "payload.bin")
     assert payload.signed and not payload.is_delta and payload.minor_version == 0
     assert payload.max_timestamp == 1700000000 and payload.block_size == 4096
+    assert payload.to_json()["security_patch_level"] == "2024-05-05"
     kinds = {name for partition in payload.partitions for name in partition.operation_counts}
     expected = {"xz": "REPLACE_XZ", "zstd": "REPLACE_ZSTD", "none": "REPLACE"}[compression]
     assert expected in kinds and "ZERO" in kinds

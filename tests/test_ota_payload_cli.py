@@ -21,7 +21,7 @@ def test_build_sign_info_verify_apply(tmp_path: Path) -> None:
     certificate = tmp_path / "ks" / "public" / "ota.x509.pem"
     images = make_images(tmp_path / "images")
     built = _run("ota", "payload", "build", tmp_path / "images", tmp_path / "unsigned.bin", "--compression", "zstd",
-                 "--max-timestamp", "1700000000", "--json")  # fmt: skip
+                 "--max-timestamp", "1700000000", "--security-patch-level", "2024-06-05", "--json")  # fmt: skip
     assert built.returncode == 0, built.stderr
     assert json.loads(built.stdout)["payload_signatures"] == []
     signed = _run("ota", "payload", "sign", tmp_path / "unsigned.bin", tmp_path / "out" / "payload.bin",
@@ -42,6 +42,7 @@ def test_build_sign_info_verify_apply(tmp_path: Path) -> None:
     assert info.returncode == 0, info.stderr
     parsed = json.loads(info.stdout)
     assert parsed["type"] == "full" and parsed["max_timestamp"] == 1700000000 and parsed["major_version"] == 2
+    assert parsed["security_patch_level"] == "2024-06-05"
     assert {partition["name"] for partition in parsed["partitions"]} == set(images)
     assert len(parsed["payload_signatures"]) == 1
     text = _run("ota", "payload", "info", payload)

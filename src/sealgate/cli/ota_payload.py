@@ -49,9 +49,16 @@ def payload() -> None:
               help="Directory of the source build's images: write a delta payload from them.")  # fmt: skip
 @click.option("--compression", type=click.Choice(["xz", "zstd", "none"]), default="xz", show_default=True)
 @click.option("--max-timestamp", type=click.IntRange(min=0), default=0, help="The manifest's max_timestamp.")
+@click.option("--security-patch-level", metavar="YYYY-MM-DD", help="The manifest's security_patch_level.")
 @JSON_OUTPUT
 def build_command(
-    images_dir: Path, out: Path, source: Path | None, compression: str, max_timestamp: int, as_json: bool
+    images_dir: Path,
+    out: Path,
+    source: Path | None,
+    compression: str,
+    max_timestamp: int,
+    security_patch_level: str | None,
+    as_json: bool,
 ) -> int:
     """Write an unsigned payload OUT from the <partition>.img files of IMAGES_DIR."""
     from sealgate.ota.payload.reader import read_payload
@@ -59,9 +66,11 @@ def build_command(
 
     images = _images(images_dir)
     if source is None:
-        write_full_payload(images, out, compression=compression, max_timestamp=max_timestamp)
+        write_full_payload(images, out, compression=compression, max_timestamp=max_timestamp,
+                           security_patch_level=security_patch_level)  # fmt: skip
     else:
-        write_delta_payload(_images(source), images, out, compression=compression, max_timestamp=max_timestamp)
+        write_delta_payload(_images(source), images, out, compression=compression, max_timestamp=max_timestamp,
+                            security_patch_level=security_patch_level)  # fmt: skip
     written = read_payload(out)
     if as_json:
         click.echo(json.dumps(written.to_json(), ensure_ascii=False))

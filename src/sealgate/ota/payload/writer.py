@@ -52,9 +52,13 @@ def write_full_payload(
     max_timestamp: int = 0,
     chunk_size: int = FULL_CHUNK_SIZE,
     workers: int | None = None,
+    security_patch_level: str | None = None,
 ) -> None:
-    """Write an unsigned full payload updating each partition (name -> image file) to its image."""
-    _write(None, images, Path(out), block_size, compression, max_timestamp, chunk_size, workers)
+    """Write an unsigned full payload updating each partition (name -> image file) to its image.
+
+    `security_patch_level` (YYYY-MM-DD) goes into the manifest, where update_engine refuses an SPL downgrade.
+    """
+    _write(None, images, Path(out), block_size, compression, max_timestamp, chunk_size, workers, security_patch_level)
 
 
 def write_delta_payload(
@@ -67,13 +71,14 @@ def write_delta_payload(
     max_timestamp: int = 0,
     chunk_size: int = FULL_CHUNK_SIZE,
     workers: int | None = None,
+    security_patch_level: str | None = None,
 ) -> None:
     """Write an unsigned delta payload from the source images to the target images.
 
     Partitions in `target` but not in `source` get full operations (and no old_partition_info); partitions only in
     `source` are not in the payload.
     """
-    _write(source, target, Path(out), block_size, compression, max_timestamp, chunk_size, workers)
+    _write(source, target, Path(out), block_size, compression, max_timestamp, chunk_size, workers, security_patch_level)
 
 
 @dataclass(frozen=True)
@@ -95,8 +100,11 @@ def _write(
     max_timestamp: int,
     chunk_size: int,
     workers: int | None,
+    security_patch_level: str | None,
 ) -> None:
     check_compression(compression)
+    if security_patch_level is not None and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", security_patch_level):
+        raise UsageError(f"the security patch level {security_patch_level!r} is not YYYY-MM-DD")
     if block_size != BLOCK_SIZE:
         raise UsageError(f"update_engine only applies payloads with {BLOCK_SIZE}-byte blocks, not {block_size}")
     if chunk_size <= 0 or chunk_size % block_size:
@@ -112,6 +120,8 @@ def _write(
     )
     if max_timestamp:
         manifest.max_timestamp = max_timestamp
+    if security_patch_level:
+        manifest.security_patch_level = security_patch_level
     workers = workers or os.cpu_count() or 1
     with tempfile.TemporaryFile(dir=out.parent, prefix=f".{out.name}.blobs.") as blobs:
         offset = 0
