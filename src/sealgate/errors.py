@@ -103,3 +103,18 @@ class MetadataError(RepoError):
 
 class OtaFormatError(FormatError):
     """An OTA package cannot be read or signed: not a ZIP archive, or a signature that does not fit."""
+
+
+class ReleaseError(SealgateError):
+    """A target-files package or factory image cannot be signed or built: malformed input, a key that is missing."""
+
+
+class UnreleasableBuildError(ReleaseError):
+    """The build is not a user (release) build: userdebug or eng, debuggable, or it carries an su binary."""
+
+    def __init__(self, reasons: list[tuple[str, str]]) -> None:
+        #: (code, sentence) for every reason the build was refused.
+        self.reasons = reasons
+        super().__init__(
+            "refusing to sign a build that is not a user build: " + "; ".join(message for _, message in reasons)
+        )
