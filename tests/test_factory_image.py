@@ -153,3 +153,26 @@ def test_cli_factory_image(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert line["directory"] == "oriole-ap2a.240805.005" and "flash-all.sh" in line["files"]
     assert main(["release", "factory-image", str(source), str(tmp_path / "g.zip"), "--radio", str(source)]) == 2
     assert main(["release", "factory-image", str(tmp_path), str(tmp_path / "h.zip")]) == 1
+
+
+def test_zip_writer_switches_to_zip64_past_65535_entries(tmp_path: Path) -> None:
+    """Python's zipfile and our strict reader both read the ZIP64 end records the writer adds."""
+    import os
+
+    from sealgate.release.zip_writer import ZipWriter
+    from sealgate.ziparchive import ZipArchive
+
+    path = tmp_path / "many.zip"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        writer = ZipWriter(fd)
+        for index in range(70000):
+            writer.add_bytes(f"e/{index}", b"x", deflate=False)
+        writer.finish()
+    finally:
+        os.close(fd)
+    with zipfile.ZipFile(path) as archive:
+        assert len(archive.infolist()) == 70000 and archive.read("e/69999") == b"x"
+    with ZipArchive.open(path) as ours:
+        assert len(ours.entries) == 70000 and not ours.violations
+        assert ours.sections.zip64_eocd_offset is not None

@@ -10,6 +10,7 @@ import os
 import re
 import zipfile
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -293,3 +294,60 @@ def test_cli_signs_with_a_keystore_and_refuses_a_debug_build(
     assert refused["refused"] is True and refused["reasons"][0]["code"] == "DEBUGGABLE"
     assert not (tmp_path / "d.zip").exists() and not (tmp_path / "out2.zip").exists()
     assert main(["release", "sign-target-files", str(source), str(tmp_path / "e.zip")]) == 2
+
+
+class _FakeVbmeta:
+    """A stand-in for sealgate.avb.vbmeta until the avb branch lands: records the call, marks the image."""
+
+    calls: ClassVar[list[tuple[bytes, str, str | None, int | None]]] = []
+
+    @staticmethod
+    def resign_vbmeta(data: bytes, signer: object, *, algorithm: str | None = None,
+                      rollback_index: int | None = None) -> bytes:  # fmt: skip
+        _FakeVbmeta.calls.append((data, getattr(signer, "name", ""), algorithm, rollback_index))
+        return b"RESIGNED:" + data
+
+    @staticmethod
+    def read_vbmeta(data: bytes) -> object:
+        from types import SimpleNamespace
+
+        return SimpleNamespace(algorithm="SHA256_RSA2048", rollback_index=_FakeVbmeta.calls[-1][3])
+
+
+def test_vbmeta_is_resigned_through_the_avb_interface(
+    inputs: BuildInputs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+    from types import ModuleType
+
+    from release_tools import role_signer
+
+    fake = ModuleType("sealgate.avb.vbmeta")
+    fake.resign_vbmeta = _FakeVbmeta.resign_vbmeta  # type: ignore[attr-defined]
+    fake.read_vbmeta = _FakeVbmeta.read_vbmeta  # type: ignore[attr-defined]
+    extra = {
+        "IMAGES/vbmeta.img": b"AVB0 old vbmeta",
+        "META/vbmeta_digest.txt": b"0123",
+        "META/misc_info.txt": b"avb_enable=true\navb_vbmeta_algorithm=SHA256_RSA4096\n"
+        b"avb_vbmeta_args=--padding_size 4096 --rollback_index 3\n",
+    }
+    source = write_target_files(tmp_path / "tf.zip", inputs, extra=extra)
+    keys = KeyMap({**inputs.signers, "avb": role_signer("avb")}, {WIFI_CERT: "networkstack"})
+    monkeypatch.setitem(sys.modules, "sealgate.avb.vbmeta", None)  # no AVB support: a clear refusal
+    with pytest.raises(ReleaseError, match="cannot re-sign vbmeta images"):
+        sign_target_files(source, tmp_path / "out.zip", keys)
+    monkeypatch.setitem(sys.modules, "sealgate.avb.vbmeta", fake)
+    with pytest.raises(ReleaseError, match="a signer for the role avb is needed"):
+        sign_target_files(source, tmp_path / "out.zip", _keys(inputs))
+    assert not (tmp_path / "out.zip").exists()
+    report = sign_target_files(source, tmp_path / "out.zip", keys, rollback_index=7)
+    assert _FakeVbmeta.calls[-1] == (b"AVB0 old vbmeta", "avb", None, 7)
+    with zipfile.ZipFile(tmp_path / "out.zip") as archive:
+        assert archive.read("IMAGES/vbmeta.img") == b"RESIGNED:AVB0 old vbmeta"
+        assert "META/vbmeta_digest.txt" not in archive.namelist()
+        assert archive.read("META/misc_info.txt").decode() == (
+            "avb_enable=true\navb_vbmeta_algorithm=SHA256_RSA2048\n"
+            "avb_vbmeta_args=--padding_size 4096 --rollback_index 7"
+        )
+    assert report.vbmeta is not None and report.vbmeta["rollback_index"] == 7
+    assert report.vbmeta["signer_sha256"] == keys.signers["avb"].certificate.sha256
