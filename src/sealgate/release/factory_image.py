@@ -137,8 +137,9 @@ def build_factory_image(
             for name, content, executable in files:
                 attributes = EXECUTABLE_FILE_ATTRIBUTES if executable else 0o100644 << 16
                 if isinstance(content, Path):
-                    result.files[name] = _file_sha256(content)
-                    writer.add_file(f"{top}/{name}", content, deflate=False, attributes=attributes)
+                    digest = hashlib.sha256()
+                    writer.add_file(f"{top}/{name}", content, deflate=False, attributes=attributes, tap=digest.update)
+                    result.files[name] = digest.hexdigest()
                 else:
                     result.files[name] = hashlib.sha256(content).hexdigest()
                     writer.add_bytes(f"{top}/{name}", content, attributes=attributes)
@@ -204,14 +205,6 @@ def _firmware(kind: str, given: tuple[Path, str] | None, src: _Source, version: 
     if not version or not _SAFE_NAME.match(version):
         raise ReleaseError(f"the package has {entry} but OTA/android-info.txt gives it no usable version")
     return _Firmware(kind, version, entry=entry)
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _fd_sha256(fd: int) -> str:

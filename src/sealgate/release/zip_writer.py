@@ -14,7 +14,7 @@ import errno
 import os
 import struct
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from sealgate.errors import ZipFormatError
@@ -93,12 +93,22 @@ class ZipWriter:
     ) -> None:
         self.add_stream(name, [data], size_hint=len(data), deflate=deflate, attributes=attributes)
 
-    def add_file(self, name: str, path: str | os.PathLike[str], *, deflate: bool = True,
-                 attributes: int = REGULAR_FILE_ATTRIBUTES) -> None:  # fmt: skip
+    def add_file(
+        self,
+        name: str,
+        path: str | os.PathLike[str],
+        *,
+        deflate: bool = True,
+        attributes: int = REGULAR_FILE_ATTRIBUTES,
+        tap: Callable[[bytes], object] | None = None,
+    ) -> None:
+        """A new entry from a file, read once; `tap` sees every chunk (to hash the file in the same pass)."""
         size = os.stat(path).st_size
         with open(path, "rb") as handle:
-            self.add_stream(name, iter(lambda: handle.read(_CHUNK), b""), size_hint=size, deflate=deflate,
-                            attributes=attributes)  # fmt: skip
+            chunks = iter(lambda: handle.read(_CHUNK), b"")
+            if tap is not None:
+                chunks = (_tapped(chunk, tap) for chunk in chunks)
+            self.add_stream(name, chunks, size_hint=size, deflate=deflate, attributes=attributes)
 
     def add_stream(self, name: str, chunks: Iterable[bytes | memoryview], *, size_hint: int, deflate: bool,
                    attributes: int = REGULAR_FILE_ATTRIBUTES) -> None:  # fmt: skip
@@ -207,6 +217,11 @@ def central_attributes(archive: ZipArchive) -> list[tuple[int, int]]:
 def is_symlink(attributes: tuple[int, int]) -> bool:
     made_by, external = attributes
     return made_by >> 8 == 3 and (external >> 16) & 0o170000 == 0o120000
+
+
+def _tapped(chunk: bytes, tap: Callable[[bytes], object]) -> bytes:
+    tap(chunk)
+    return chunk
 
 
 def _needs_zip64(size: int, compressed: int) -> bool:
