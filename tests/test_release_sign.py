@@ -27,7 +27,8 @@ from release_tools import (
     write_target_files,
 )
 from sealgate.errors import ReleaseError, UnreleasableBuildError
-from sealgate.ota.whole_file import load_trusted_keys
+from sealgate.ota.signer import sign_package
+from sealgate.ota.whole_file import load_trusted_keys, verify_package
 from sealgate.release.apkcerts import KeyMap, parse_apkcerts
 from sealgate.release.build_props import edit_tags, rewrite_props
 from sealgate.release.target_files import sign_target_files
@@ -142,6 +143,14 @@ def test_otacerts_hold_the_ota_certificate_and_recovery_loads_it(
             assert [key.certificate.der for key in keys] == [ota.der], name
         assert archive.read("META/otakeys.txt") == b"ota.x509.pem\n"
     assert report.ota_certificate_sha256 == ota.sha256  # type: ignore[attr-defined]
+    # A package signed with the OTA key verifies against the new otacerts; one signed with another key does not.
+    package = tmp_path / "ota.zip"
+    with zipfile.ZipFile(package, "w") as archive:
+        archive.writestr("payload.bin", b"CrAU" + bytes(64))
+    sign_package(package, tmp_path / "signed-ota.zip", inputs.signers["ota"])
+    sign_package(package, tmp_path / "other-ota.zip", inputs.signers["releasekey"])
+    assert verify_package(tmp_path / "signed-ota.zip", keys).verified
+    assert not verify_package(tmp_path / "other-ota.zip", keys).verified
 
 
 def test_mac_permissions_name_the_release_certificates(signed: tuple[Path, Path, object], inputs: BuildInputs) -> None:
@@ -182,6 +191,7 @@ def test_compressed_apks_are_signed_inside_their_gzip(inputs: BuildInputs, tmp_p
         ({"prop": ("ro.build.type=user", "ro.build.type=userdebug")}, "BUILD_TYPE_USERDEBUG"),
         ({"prop": ("ro.build.type=user", "ro.build.type=eng")}, "BUILD_TYPE_ENG"),
         ({"prop": ("ro.debuggable=0", "ro.debuggable=1")}, "DEBUGGABLE"),
+        ({"prop": ("ro.debuggable=0", "ro.debuggable=0\nro.secure=0")}, "NOT_SECURE"),
         ({"entry": "SYSTEM/xbin/su"}, "SU_BINARY"),
         ({"entry": "SYSTEM/bin/su"}, "SU_BINARY"),
         ({"entry": "VENDOR/bin/su"}, "SU_BINARY"),

@@ -9,7 +9,7 @@ the result is the lines joined by "\n" with one final "\n". `is_build_prop_file`
 
 `release_refusals` is the gate in front of signing: a release key must never sign a build whose debugging
 features let anyone with the phone bypass what the signatures protect. It refuses userdebug and eng build types,
-ro.debuggable=1, an su binary in any partition, and the two files sign_target_files_apks itself refuses
+ro.debuggable=1, ro.secure=0, an su binary in any partition, and the two files sign_target_files_apks itself refuses
 (BOOT/RAMDISK/force_debuggable, the userdebug SELinux policy).
 """
 
@@ -112,6 +112,8 @@ def release_refusals(names: Iterable[str], props_by_file: Mapping[str, Mapping[s
                 )
             elif key == "ro.debuggable" and value == "1":
                 reasons.append(("DEBUGGABLE", f"{file} sets ro.debuggable=1: every app could be debugged"))
+            elif key == "ro.secure" and value == "0":
+                reasons.append(("NOT_SECURE", f"{file} sets ro.secure=0: adb would run as root"))
     for name in sorted(names):
         if _SU_BINARY.match(name):
             reasons.append(("SU_BINARY", f"the build contains an su binary ({name}): it gives root to any app"))
