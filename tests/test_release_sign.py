@@ -279,13 +279,17 @@ def test_cli_signs_with_a_keystore_and_refuses_a_debug_build(
     from sealgate.custody.roles import KeySpec
 
     passphrase = "release test passphrase, never real"
-    roles = ["releasekey", "platform", "shared", "media", "networkstack", "ota"]
+    roles = ["releasekey", "platform", "ota"]  # few roles: each unlock costs a deliberate quarter second of scrypt
     store = Keystore.create(tmp_path / "ks", passphrase, roles=roles,
                             key_overrides={role: KeySpec.parse("ec-p256") for role in roles})  # fmt: skip
     monkeypatch.setenv("SEALGATE_PASSPHRASE", passphrase)
     source = write_target_files(tmp_path / "tf.zip", inputs)
     args = ["release", "sign-target-files", str(source), str(tmp_path / "out.zip"), "--keystore", str(tmp_path / "ks")]
-    assert main([*args, "--key-map", f"{WIFI_CERT}=networkstack", "--json"]) == 0
+    key_map = ["--key-map", f"{DEV_KEYS}/shared=releasekey", "--key-map", f"{DEV_KEYS}/media=releasekey"]
+    assert main([*args, *key_map, "--json"]) == 1  # WifiRes's certificate is still unmapped
+    assert "--key-map" in capsys.readouterr().err and not (tmp_path / "out.zip").exists()
+    key_map += ["--key-map", f"{WIFI_CERT}=releasekey"]
+    assert main([*args, *key_map, "--json"]) == 0
     line = json.loads(capsys.readouterr().out)
     assert line["refused"] is False
     assert line["ota_certificate_sha256"] == store.certificate("ota").sha256
@@ -293,16 +297,17 @@ def test_cli_signs_with_a_keystore_and_refuses_a_debug_build(
         (tmp_path / "s.apk").write_bytes(archive.read("SYSTEM/priv-app/Settings/Settings.apk"))
     report = verify_apk(tmp_path / "s.apk")
     assert report.verified and [c.sha256 for c in report.signers] == [store.certificate("platform").sha256]
-    # Without the key map: a refusal naming the option, exit 1.
-    assert main([*args[:3], str(tmp_path / "out2.zip"), *args[4:]]) == 1
-    assert "--key-map" in capsys.readouterr().err
+    assert main([*args[:3], str(tmp_path / "text.zip"), *args[4:], *key_map]) == 0
+    text = capsys.readouterr().out
+    assert "5 APKs re-signed" in text and "signed with platform: SYSTEM/priv-app/Settings/Settings.apk" in text
+    assert "note IMAGES_NOT_REBUILT" in text
     debug = write_target_files(tmp_path / "debug.zip", inputs,
                                system_prop=SYSTEM_BUILD_PROP.replace("ro.debuggable=0", "ro.debuggable=1"))  # fmt: skip
     assert main(["release", "sign-target-files", str(debug), str(tmp_path / "d.zip"), "--keystore",
                  str(tmp_path / "ks"), "--json"]) == 1  # fmt: skip
     refused = json.loads(capsys.readouterr().out)
     assert refused["refused"] is True and refused["reasons"][0]["code"] == "DEBUGGABLE"
-    assert not (tmp_path / "d.zip").exists() and not (tmp_path / "out2.zip").exists()
+    assert not (tmp_path / "d.zip").exists()
     assert main(["release", "sign-target-files", str(source), str(tmp_path / "e.zip")]) == 2
 
 
