@@ -193,11 +193,12 @@ class _PayloadHeader:
 
     def check_properties(self, properties: _Properties, digests: tuple[bytes, bytes]) -> None:
         file_hash, metadata_hash = (base64.b64encode(digest).decode("ascii") for digest in digests)
+        # Sizes first, then the metadata's hash: the most telling difference is the one reported.
         expected = {
-            "FILE_HASH": file_hash,
             "FILE_SIZE": str(self.size),
-            "METADATA_HASH": metadata_hash,
             "METADATA_SIZE": str(self.metadata_size),
+            "METADATA_HASH": metadata_hash,
+            "FILE_HASH": file_hash,
         }
         for key, value in expected.items():
             found = properties.values.get(key)
