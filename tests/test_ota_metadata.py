@@ -293,6 +293,12 @@ def test_read_package_metadata_prefers_pb_and_requires_agreement(tmp_path: Path)
         read_package_metadata(_package(tmp_path / "none.zip", {"payload.bin": b"CrAU"}))
     with pytest.raises(OtaFormatError, match="not a ZIP"):
         read_package_metadata(tmp_path / "missing.zip")
+    duplicated = tmp_path / "duplicated.zip"
+    with zipfile.ZipFile(duplicated, "w") as archive, pytest.warns(UserWarning, match="Duplicate name"):
+        archive.writestr(METADATA_NAME, metadata.to_text())
+        archive.writestr(METADATA_NAME, other.to_text())
+    with pytest.raises(OtaFormatError, match=r"twice|duplicate"):
+        read_package_metadata(duplicated)
     not_utf8 = _package(tmp_path / "latin.zip", {METADATA_NAME: b"post-build=caf\xe9\n"})
     with pytest.raises(OtaFormatError, match="UTF-8"):
         read_package_metadata(not_utf8)

@@ -339,3 +339,34 @@ def test_build_prop_fingerprint_is_calculated_when_absent() -> None:
     assert facts.fingerprint == "google/sargo/sargo:14/UQ1A/11:user/release-keys" and facts.device == "sargo"
     with pytest.raises(OtaFormatError, match=r"ro\.build\.date\.utc"):
         build_facts({"ro.build.date.utc": "yesterday"})
+
+
+def test_cli_incremental_from_the_source_build_prop(tmp_path: Path) -> None:
+    payload, properties, _ = _payload(tmp_path)
+    source = tmp_path / "source.prop"
+    source.write_text(
+        "ro.build.fingerprint=google/sargo/sargo:14/UQ1A/10:user/release-keys\nro.build.version.incremental=10\n"
+        "ro.build.date.utc=1690000000\nro.product.device=sargo\n"
+    )
+    common = ["--properties", str(properties), "--device", "sargo", "--post-build", "fp-11", "--post-spl", "2024-01-05",
+              "--pre-build-prop", str(source)]  # fmt: skip
+    out = tmp_path / "incremental.zip"
+    result = subprocess.run([*SEALGATE, "ota", "package", str(payload), str(out), *common, "--post-timestamp",
+                             "1700000000"], capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    with zipfile.ZipFile(out) as archive:
+        text = archive.read(METADATA_NAME).decode()
+    assert "pre-build=google/sargo/sargo:14/UQ1A/10:user/release-keys\npre-build-incremental=10\n" in text
+    assert "ota-downgrade" not in text and read_package_metadata(out).pre_timestamp == 0  # releasetools omits it
+    # HandleDowngradeMetadata: going back in time needs --downgrade, and --downgrade needs going back in time.
+    older = subprocess.run([*SEALGATE, "ota", "package", str(payload), str(tmp_path / "o.zip"), *common,
+                            "--post-timestamp", "1600000000"], capture_output=True, text=True)  # fmt: skip
+    assert older.returncode == 2 and "--downgrade" in older.stderr
+    pointless = subprocess.run([*SEALGATE, "ota", "package", str(payload), str(tmp_path / "o.zip"), *common,
+                                "--post-timestamp", "1700000000", "--downgrade"],
+                               capture_output=True, text=True)  # fmt: skip
+    assert pointless.returncode == 2 and "not older" in pointless.stderr
+    other_device = subprocess.run([*SEALGATE, "ota", "package", str(payload), str(tmp_path / "o.zip"), *common,
+                                   "--post-timestamp", "1700000000", "--device", "bonito"], capture_output=True,
+                                  text=True)  # fmt: skip
+    assert other_device.returncode == 2 and "not bonito" in other_device.stderr

@@ -43,6 +43,11 @@ _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
     help="Fingerprint of a build the (incremental) package applies to; repeatable.",
 )
 @click.option("--pre-incremental", help="The source build's ro.build.version.incremental.")
+@click.option(
+    "--pre-build-prop",
+    type=_FILE,
+    help="The source build's build.prop, for an incremental: its fingerprint, incremental and timestamp.",
+)
 @click.option("--downgrade", is_flag=True, help="The package goes back in time; it then also wipes the device.")
 @click.option("--wipe", is_flag=True, help="Wipe user data after the update (POWERWASH=1).")
 @click.option("--spl-downgrade", is_flag=True, help="The package lowers the security patch level.")
@@ -67,6 +72,7 @@ def package_command(
     post_incremental: str | None,
     pre_builds: tuple[str, ...],
     pre_incremental: str | None,
+    pre_build_prop: Path | None,
     downgrade: bool,
     wipe: bool,
     spl_downgrade: bool,
@@ -86,6 +92,16 @@ def package_command(
         post_spl = post_spl or facts.security_patch_level
         post_sdk = post_sdk or facts.sdk_level
         post_incremental = post_incremental or facts.incremental
+    pre_timestamp = None
+    if pre_build_prop is not None:
+        source = build_facts(read_build_prop(pre_build_prop), where=str(pre_build_prop))
+        if source.fingerprint is None:
+            raise UsageError(f"{pre_build_prop} defines no ro.build.fingerprint (nor the properties it is made of)")
+        if device is not None and source.device is not None and source.device != device:
+            raise UsageError(f"{pre_build_prop} is a build for {source.device}, not {device}")
+        pre_builds = (*pre_builds, source.fingerprint) if source.fingerprint not in pre_builds else pre_builds
+        pre_incremental = pre_incremental or source.incremental
+        pre_timestamp = source.timestamp
     missing = [
         option
         for option, value in (
@@ -111,6 +127,7 @@ def package_command(
         downgrade=downgrade,
         wipe=wipe,
         spl_downgrade=spl_downgrade,
+        pre_timestamp=pre_timestamp,
     )
     built = build_ab_package(
         out, payload=payload, payload_properties=properties, metadata=metadata, extra_entries=_extras(extras)

@@ -283,6 +283,9 @@ def read_package_metadata(path: str | os.PathLike[str]) -> OtaMetadata:
     except SealgateError as exc:
         raise OtaFormatError(f"{os.fspath(path)} is not a ZIP archive: {exc}") from None
     with archive:
+        if archive.violations:
+            # libziparchive refuses these (duplicate names above all: which metadata would a device read?).
+            raise OtaFormatError(f"{os.fspath(path)}: {archive.violations[0].message}")
         proto_data = _read_entry(archive, METADATA_PROTO_NAME)
         text_data = _read_entry(archive, METADATA_NAME)
     if proto_data is None and text_data is None:
@@ -322,12 +325,26 @@ def ab_metadata(
     downgrade: bool = False,
     wipe: bool = False,
     spl_downgrade: bool = False,
+    pre_timestamp: int | None = None,
 ) -> OtaMetadata:
     """The metadata releasetools' GetPackageMetadata writes for an A/B package of one device and build.
 
     A full package's precondition names only the device; an incremental's also the build it applies to. A
-    downgrade wipes the device, as `ota_from_target_files --downgrade` makes it.
+    downgrade wipes the device, as `ota_from_target_files --downgrade` makes it. When the source build's
+    timestamp is known (`pre_timestamp`, not written: releasetools leaves it out of the precondition too),
+    HandleDowngradeMetadata's rule applies: a package that goes back in time must say downgrade, and one that
+    says downgrade must go back in time.
     """
+    if pre_timestamp is not None:
+        if post_timestamp < pre_timestamp and not downgrade:
+            raise UsageError(
+                f"the target build ({post_timestamp}) is older than the source build ({pre_timestamp}); "
+                "a package that goes back in time must say --downgrade (and then wipes the device)"
+            )
+        if downgrade and post_timestamp >= pre_timestamp:
+            raise UsageError(
+                f"--downgrade, but the target build ({post_timestamp}) is not older than the source ({pre_timestamp})"
+            )
     metadata = OtaMetadata(
         ota_type="AB",
         wipe=wipe or downgrade,
