@@ -370,3 +370,16 @@ def test_cli_incremental_from_the_source_build_prop(tmp_path: Path) -> None:
                                    "--post-timestamp", "1700000000", "--device", "bonito"], capture_output=True,
                                   text=True)  # fmt: skip
     assert other_device.returncode == 2 and "not bonito" in other_device.stderr
+
+
+def test_info_checks_the_size_payload_metadata_bin_stands_for(tmp_path: Path) -> None:
+    _, _, payload = _payload(tmp_path)
+    metadata_total = 24 + len(MANIFEST) + len(SIGNATURE)
+    for size, matches in ((metadata_total, True), (metadata_total + 1, False)):
+        path = tmp_path / f"p{size}.zip"
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr("payload.bin", payload)
+            offset = 30 + len("payload.bin")
+            archive.writestr(METADATA_NAME, f"ota-property-files=payload_metadata.bin:{offset}:{size}\nota-type=AB\n")
+        tokens = read_info(path).property_files["ota-property-files"]
+        assert [(token.name, token.matches) for token in tokens] == [("payload_metadata.bin", matches)]

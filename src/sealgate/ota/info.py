@@ -5,7 +5,10 @@ post-build, post-timestamp, post-security-patch-level, ota-type, ota-downgrade, 
 Property files (`ota-property-files`, `ota-streaming-property-files`) are `name:offset:size` tokens that let a
 device stream payload.bin and friends straight out of the zip; each is checked here against where the entry's data
 really lies (data offset from its local header, as releasetools computes it), so a package whose tokens point at
-the wrong bytes is reported. Nothing here is a verdict on the signature: `whole_file.verify_package` is.
+the wrong bytes is reported (payload_metadata.bin's size too, from the payload's header). The metadata is also
+read as `metadata.read_package_metadata` reads it (metadata.pb first, the text checked against it), so a package
+whose metadata is malformed or self-contradictory is an OtaFormatError here as it is for a device. Nothing here is
+a verdict on the signature: `whole_file.verify_package` is.
 """
 
 from __future__ import annotations
