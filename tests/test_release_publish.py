@@ -3,18 +3,21 @@ os.stat, http.server + urllib), and every refusal leaves the web root byte-for-b
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import functools
 import http.server
 import json
 import os
 import shutil
+import socket
 import subprocess
 import threading
+import time
 import urllib.parse
 import urllib.request
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -340,32 +343,83 @@ def test_lineage_list_needs_a_version(
     assert not webroot.exists()
 
 
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[Path, str]]:
-    webroot = tmp_path / "www"
-    webroot.mkdir()
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(webroot))
-
-    class QuietHandler(handler.func):  # type: ignore[name-defined,misc]
-        def log_message(self, *args: object) -> None:
+@contextlib.contextmanager
+def _python_server(webroot: Path) -> Iterator[str]:
+    class QuietHandler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
             pass
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(webroot)))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield webroot, f"http://127.0.0.1:{server.server_address[1]}"
+        yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()
         thread.join()
 
 
+@contextlib.contextmanager
+def _nginx(webroot: Path) -> Iterator[str]:
+    """Debian's nginx as a CDN node would run it: static files from the web root, nothing of ours in between."""
+    binary = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").is_file() else None)
+    binary = binary or require_tool("nginx")
+    state = webroot.parent / "nginx"
+    state.mkdir()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    (state / "nginx.conf").write_text(
+        f"""daemon off;
+master_process off;
+pid {state}/nginx.pid;
+error_log {state}/error.log;
+events {{ worker_connections 64; }}
+http {{
+  access_log off;
+  client_body_temp_path {state}/body; proxy_temp_path {state}/proxy; fastcgi_temp_path {state}/fastcgi;
+  uwsgi_temp_path {state}/uwsgi; scgi_temp_path {state}/scgi;
+  types {{ application/json json; application/zip zip; }}
+  server {{ listen 127.0.0.1:{port}; root {webroot}; }}
+}}
+"""
+    )
+    process = subprocess.Popen([binary, "-p", str(state), "-c", str(state / "nginx.conf")],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    error = process.stderr.read().decode() if process.stderr else ""
+                    pytest.fail(f"nginx did not start: {error}")
+                time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        if process.stderr:
+            process.stderr.close()
+
+
+@pytest.mark.parametrize("server", [_python_server, _nginx], ids=["http.server", "nginx"])
 def test_served_channel_downloads_match(
-    served: tuple[Path, str], keys: dict[str, tuple[PrivateKeySigner, Path]], releases: dict[str, Path]
+    tmp_path: Path,
+    keys: dict[str, tuple[PrivateKeySigner, Path]],
+    releases: dict[str, Path],
+    server: Callable[[Path], contextlib.AbstractContextManager[str]],
 ) -> None:
-    webroot, base = served
-    cert = keys["release"][1]
+    webroot = tmp_path / "www"
+    webroot.mkdir()
+    with server(webroot) as base:
+        _download_and_compare(webroot, base, keys["release"][1], releases)
+
+
+def _download_and_compare(webroot: Path, base: str, cert: Path, releases: dict[str, Path]) -> None:
     assert _publish(webroot, cert, str(releases["full1"]), "--base-url", base, "--lineage-version", "21.0") == 0
     assert _publish(webroot, cert, str(releases["full2"]), str(releases["inc12"]), "--base-url", base,
                     "--lineage-version", "21.0") == 0  # fmt: skip
