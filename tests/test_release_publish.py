@@ -335,6 +335,23 @@ def test_lineage_updater_list(
     assert update["id"] == digest
 
 
+def test_a_published_lineage_list_is_never_left_behind(
+    tmp_path: Path, keys: dict[str, tuple[PrivateKeySigner, Path]], releases: dict[str, Path],
+    capsys: pytest.CaptureFixture[str]
+) -> None:  # fmt: skip
+    webroot, cert = tmp_path / "www", keys["release"][1]
+    lineage = ["--base-url", "https://x.example", "--lineage-version", "21.0"]
+    assert _publish(webroot, cert, str(releases["full1"]), *lineage) == 0
+    before = _snapshot(webroot)
+    capsys.readouterr()
+    assert _publish(webroot, cert, str(releases["full2"])) == 2
+    assert "lineage-stable.json is published: give --base-url" in capsys.readouterr().err
+    assert _snapshot(webroot) == before
+    assert _publish(webroot, cert, str(releases["full2"]), *lineage) == 0
+    (update,) = json.loads((webroot / "ota" / DEVICE / "lineage-stable.json").read_bytes())["response"]
+    assert update["datetime"] == T2
+
+
 def test_lineage_list_needs_a_version(
     tmp_path: Path, keys: dict[str, tuple[PrivateKeySigner, Path]], releases: dict[str, Path]
 ) -> None:

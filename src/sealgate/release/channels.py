@@ -167,6 +167,11 @@ def publish_channel(
             raise UsageError(f"--base-url must be an http(s) URL of the channel's directory, not {base_url!r}")
         if lineage_version is None:
             raise UsageError("the LineageOS update list needs the version its devices run (--lineage-version)")
+    elif lineage_path(webroot, device, channel).exists():
+        raise UsageError(
+            f"{lineage_path(webroot, device, channel)} is published: give --base-url (and the version) again so that "
+            "LineageOS's Updater does not keep offering the old build"
+        )
     files = _package_files(packages)
     checked, issues = _check_packages(files, trusted_keys, device)
     if issues:
