@@ -61,6 +61,8 @@ def test_reads_a_channel_and_writes_it_back_canonically() -> None:
     assert newest.full.size == 10 and newest.full.pre_build is None
     assert newest.incrementals[0].pre_build == channel.builds[1].fingerprint
     assert newest.incremental_from(channel.builds[1].fingerprint) == newest.incrementals[0]
+    assert newest.ota_for(channel.builds[1].fingerprint) == newest.incrementals[0]
+    assert newest.ota_for("google/sargo/sargo:13/Z/0:user/release-keys") == newest.full
     assert channel.builds[1].security_patch_level is None
     canonical = json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
     assert channel.to_bytes() == canonical

@@ -97,6 +97,10 @@ class ChannelBuild:
         """The incremental OTA for a device running `pre_build`, if the channel has one."""
         return next((item for item in self.incrementals if item.pre_build == pre_build), None)
 
+    def ota_for(self, current_build: str) -> OtaFile:
+        """What a device running `current_build` downloads: the incremental from its build, or else the full OTA."""
+        return self.incremental_from(current_build) or self.full
+
     def to_json(self) -> dict[str, Any]:
         return {
             "fingerprint": self.fingerprint,
