@@ -1,4 +1,7 @@
-"""`sealgate release ...`: OS releases. The group only; each subcommand module registers its commands on it."""
+"""`sealgate release ...`: OS releases (target files, factory images, verified boot, OTA channels).
+
+Only the group and one line per subcommand module: each subcommand lives in its own cli module.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,14 @@ import click
 
 @click.group()
 def release() -> None:
-    """OS releases: sign target-files packages, build factory images, verified-boot keys."""
+    """OS releases: sign target files, build factory images, publish OTA channels."""
 
 
-from sealgate.cli import release_sign  # noqa: E402, F401 - sign-target-files, factory-image
+from sealgate.cli.release_publish import publish_command  # noqa: E402
+from sealgate.cli.release_sign import factory_image_command, sign_target_files_command  # noqa: E402
+
+release.add_command(publish_command, "publish")
+release.add_command(sign_target_files_command, "sign-target-files")
+release.add_command(factory_image_command, "factory-image")
+
+__all__ = ["release"]

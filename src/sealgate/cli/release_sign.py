@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING
 import click
 
 from sealgate.cli.options import JSON_OUTPUT, PASSPHRASE_FD
-from sealgate.cli.release import release
 from sealgate.errors import UsageError
 from sealgate.signing import Signer
 
@@ -66,7 +65,7 @@ def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
     return result
 
 
-@release.command("sign-target-files")
+@click.command("sign-target-files")
 @click.argument("input_zip", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("output_zip", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--keystore", type=click.Path(file_okay=False, path_type=Path), help="Encrypted keystore directory.")
@@ -140,7 +139,7 @@ def sign_target_files_command(
     return EXIT_OK
 
 
-@release.command("factory-image")
+@click.command("factory-image")
 @click.argument("source", type=click.Path(exists=True, path_type=Path))
 @click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--device", help="Device codename (default: ro.product.device of the package).")
