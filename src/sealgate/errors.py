@@ -103,3 +103,7 @@ class MetadataError(RepoError):
 
 class OtaFormatError(FormatError):
     """An OTA package cannot be read or signed: not a ZIP archive, or a signature that does not fit."""
+
+
+class AvbFormatError(FormatError):
+    """A vbmeta image, AVB footer, descriptor or AVB public key is malformed, or cannot be signed as asked."""
