@@ -372,3 +372,19 @@ def test_build_refuses_a_signer_that_returns_a_bad_signature(keys: dict[str, rsa
     broken = BrokenSigner("broken", keys["a2048"], good.certificate)
     with pytest.raises(AvbFormatError):
         build_vbmeta(_descriptors(), broken)
+
+
+def test_required_libavb_version_follows_the_features_used(keys: dict[str, rsa.RSAPrivateKey]) -> None:
+    signer = _signer(keys["a2048"])
+    plain = [HashDescriptor(4096, "sha256", "boot", b"s", b"d" * 32)]
+    at_most_once = [_descriptors()[2]]  # hashtree with FLAG_CHECK_AT_MOST_ONCE
+    chain_flags = [ChainPartitionDescriptor(1, "vbmeta_system", b"k", ChainPartitionDescriptor.FLAG_DO_NOT_USE_AB)]
+    minor = {
+        "plain": read_vbmeta(build_vbmeta(plain, signer)).header.required_libavb_version_minor,
+        "at most once": read_vbmeta(build_vbmeta(at_most_once, signer)).header.required_libavb_version_minor,
+        "location": read_vbmeta(
+            build_vbmeta(plain, signer, rollback_index_location=1)
+        ).header.required_libavb_version_minor,
+        "chain flags": read_vbmeta(build_vbmeta(chain_flags, signer)).header.required_libavb_version_minor,
+    }
+    assert minor == {"plain": 0, "at most once": 1, "location": 2, "chain flags": 3}

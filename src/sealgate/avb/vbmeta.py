@@ -34,7 +34,13 @@ from typing import TYPE_CHECKING, Any
 from sealgate.apk.report import Issue
 from sealgate.avb import algorithms
 from sealgate.avb.algorithms import AvbAlgorithm
-from sealgate.avb.descriptors import ChainPartitionDescriptor, Descriptor, encode_descriptors, parse_descriptors
+from sealgate.avb.descriptors import (
+    ChainPartitionDescriptor,
+    Descriptor,
+    HashtreeDescriptor,
+    encode_descriptors,
+    parse_descriptors,
+)
 from sealgate.avb.keys import decode_public_key, encoded_key_digest, key_bits, public_key_metadata
 from sealgate.errors import AvbFormatError, UsageError
 
@@ -331,7 +337,9 @@ def build_vbmeta(
     auth_size = _round64(chosen.hash_size + chosen.signature_size)
     header = VbmetaHeader(
         required_libavb_version_major=LIBAVB_VERSION_MAJOR,
-        required_libavb_version_minor=required_libavb_version_minor,
+        required_libavb_version_minor=max(
+            required_libavb_version_minor, _minor_version_needed(descriptors, rollback_index_location)
+        ),
         authentication_data_block_size=auth_size,
         auxiliary_data_block_size=_round64(len(aux_content)),
         algorithm_type=chosen.type,
@@ -446,6 +454,19 @@ def replace_chain_partition_keys(
         for d in old.descriptors
     ]
     return resign_vbmeta(data, signer, descriptors=descriptors, **resign_options)
+
+
+def _minor_version_needed(descriptors: Sequence[Descriptor], rollback_index_location: int) -> int:
+    """The oldest libavb 1.x that understands these features, as avbtool bumps the required version: hashtree
+    check-at-most-once came with 1.1, a rollback index location in the header with 1.2, chain partition flags
+    with 1.3. An older libavb would silently ignore them."""
+    minor = 2 if rollback_index_location else 0
+    for descriptor in descriptors:
+        if isinstance(descriptor, HashtreeDescriptor) and descriptor.flags & HashtreeDescriptor.FLAG_CHECK_AT_MOST_ONCE:
+            minor = max(minor, 1)
+        if isinstance(descriptor, ChainPartitionDescriptor) and descriptor.flags:
+            minor = max(minor, 3)
+    return minor
 
 
 def _choose_algorithm(signer: Signer | None, name: str | None) -> AvbAlgorithm:
