@@ -10,4 +10,6 @@ writes what devices check; the verification rules follow libavb's avb_vbmeta_ima
 - `sealgate.avb.descriptors`: property, hashtree, hash, kernel command-line and chain-partition descriptors.
 - `sealgate.avb.vbmeta`: reading, verifying, building and re-signing vbmeta images.
 - `sealgate.avb.footer`: the 'AVBf' footer of partition images and re-signing the vbmeta behind it in place.
+- `sealgate.avb.hashtree`: dm-verity hash trees (format 1), as avbtool computes and lays them out.
+- `sealgate.avb.images`: adding hash and hashtree footers to partition images (avbtool add_hash(tree)_footer).
 """
