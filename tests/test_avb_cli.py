@@ -134,3 +134,22 @@ def test_keystore_key_info_and_signing(
     status, _, stderr = _run(capsys, "release", "avb-sign", str(image), str(signed), "--keystore", str(keystore),
                              "--chain-key", "vbmeta_vendor=" + str(chained))  # fmt: skip
     assert status == 2 and "vbmeta_vendor" in stderr
+
+
+def test_avb_verify_checks_a_directory_of_images(
+    tmp_path: Path, key: rsa.RSAPrivateKey, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from test_avb_slot import _image_set
+
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    images = _image_set(tmp_path / "images", {"top": key, "system": other, "new": other})
+    pem = _pem(tmp_path, key)
+    status, stdout, _ = _run(capsys, "release", "avb-verify", str(images), "--certificate", str(pem), "--json")
+    document = json.loads(stdout)
+    assert status == 0 and document["verified"] and document["rollback_indexes"] == {"0": 5, "1": 3}
+    data = bytearray((images / "boot.img").read_bytes())
+    data[10] ^= 1
+    (images / "boot.img").write_bytes(data)
+    status, stdout, _ = _run(capsys, "release", "avb-verify", str(images), "--certificate", str(pem))
+    assert status == 1 and "digest-mismatch" in stdout
+    assert _run(capsys, "release", "avb-verify", str(images))[0] == 2

@@ -14,4 +14,4 @@ def release() -> None:
     """OS releases: verified-boot keys and images, target-files, factory images, OTA channels."""
 
 
-from sealgate.cli import release_avb  # noqa: E402, F401  (avb-info, avb-sign)
+from sealgate.cli import release_avb  # noqa: E402, F401  (avb-info, avb-sign, avb-verify)

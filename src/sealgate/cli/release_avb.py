@@ -9,6 +9,10 @@ is signed by that key; exit 0 verified, 1 not verified or malformed, 2 usage err
 `avb-sign IMAGE OUTPUT` re-signs a vbmeta.img (padded to 4096 as the build pads it) or the vbmeta behind a
 partition image's AVB footer (same offsets), keeping every descriptor; --rollback-index sets the rollback index,
 --chain-key PARTITION=KEYFILE replaces a chained partition's public key.
+
+`avb-verify DIRECTORY` checks a directory of `<partition>.img` files as a locked bootloader would (libavb's
+avb_slot_verify): vbmeta.img signed by the trusted key, chained images by the keys their chain descriptors name, and
+every hash and hash tree recomputed; exit 0 verified, 1 not, 2 usage error.
 """
 
 from __future__ import annotations
@@ -139,6 +143,37 @@ def avb_sign(
     return EXIT_OK if verdict.verified else EXIT_FAILED
 
 
+@release.command("avb-verify")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--keystore", type=click.Path(file_okay=False, path_type=Path), help="Encrypted keystore directory.")
+@click.option("--key", default="avb", show_default=True, help="The keystore role that signs vbmeta (ROLE[:GEN]).")
+@click.option("--certificate", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The trusted key as a PEM certificate or PEM public key.")  # fmt: skip
+@click.option("--pkmd", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The trusted key as avb_pkmd.bin (what avb_custom_key holds).")  # fmt: skip
+@JSON_OUTPUT
+def avb_verify(
+    directory: Path, keystore: Path | None, key: str, certificate: Path | None, pkmd: Path | None, as_json: bool
+) -> int:
+    """Verify DIRECTORY's vbmeta.img and every image it vouches for, as a locked bootloader would."""
+    from sealgate.avb.slot import verify_image_set
+
+    if sum(source is not None for source in (keystore, certificate, pkmd)) != 1:
+        raise UsageError("name the trusted key: one of --keystore (with --key), --certificate or --pkmd")
+    public_key = _public_key(keystore, key, None, certificate, pkmd, None)
+    report = verify_image_set(directory, [public_key])
+    if as_json:
+        click.echo(json.dumps(report.to_json()))
+    else:
+        click.echo(f"{directory}: {'verified' if report.verified else 'NOT VERIFIED'} "
+                   f"({', '.join(report.checked) or 'nothing checked'})")  # fmt: skip
+        for location, index in sorted(report.rollback_indexes.items()):
+            click.echo(f"  rollback index location {location}: {index}")
+        for issue in report.errors:
+            click.echo(f"  error {issue.code}: {issue.message}")
+    return EXIT_OK if report.verified else EXIT_FAILED
+
+
 def _public_key(
     keystore: Path | None,
     key: str,
@@ -251,4 +286,4 @@ def _read(path: Path) -> bytes:
     return data
 
 
-__all__ = ["avb_info", "avb_sign"]
+__all__ = ["avb_info", "avb_sign", "avb_verify"]
