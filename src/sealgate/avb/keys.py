@@ -7,11 +7,13 @@ exactly these bytes into vbmeta's auxiliary block, into chain-partition descript
 extract_public_key`, into avb_pkmd.bin, the file `fastboot flash avb_custom_key` hands to a bootloader whose owner
 pins a custom key (avbtool.py RSAPublicKey.encode).
 
-The verified-boot key digest: libavb's avb_append_options (libavb/avb_cmdline.c, newer external/avb) puts
-`androidboot.vbmeta.public_key_digest=` the SHA-256 of the top-level vbmeta's public key data, i.e. of these bytes,
-on the kernel command line; Android reads it back as ro.boot.vbmeta.public_key_digest, and the virtualization
-service forwards it as part of the root of trust. Key attestation's RootOfTrust.verifiedBootKey is whatever the
-bootloader hands to KeyMint; bootloaders that use libavb's value (as Pixels do) report this same digest.
+The verified-boot key digest is the SHA-256 of these bytes. external/avb computes exactly that twice: `avbtool
+extract_public_key_digest` (SHA-256 of RSAPublicKey.encode()), and libavb's avb_append_options (libavb/avb_cmdline.c),
+which puts `androidboot.vbmeta.public_key_digest=` the SHA-256 of the top-level vbmeta's public key data on the
+kernel command line; Android exposes it as ro.boot.vbmeta.public_key_digest, and the virtualization service
+forwards it as part of the root of trust. Key attestation's RootOfTrust.verifiedBootKey is whatever the bootloader
+hands to KeyMint; bootloaders that hand over libavb's value report this same digest (AOSP has no bootloader code
+that fixes this, so it is the device's choice).
 
 Only keys libavb can use are accepted: RSA with a modulus of exactly 2048, 4096 or 8192 bits and exponent 65537.
 """
