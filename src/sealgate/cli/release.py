@@ -1,7 +1,6 @@
-"""`sealgate release ...`: OS releases (verified boot, target-files, factory images, OTA channels).
+"""`sealgate release ...`: OS releases (target files, factory images, verified boot, OTA channels).
 
-Only the group lives here; each part's commands live in their own module, which registers them on this group when
-imported. Add one import line per module below.
+Only the group and one line per subcommand module: each subcommand lives in its own cli module.
 """
 
 from __future__ import annotations
@@ -11,7 +10,15 @@ import click
 
 @click.group()
 def release() -> None:
-    """OS releases: verified-boot keys and images, target-files, factory images, OTA channels."""
+    """OS releases: sign target files, build factory images, verified boot, publish OTA channels."""
 
 
-from sealgate.cli import release_avb  # noqa: E402, F401  (avb-info, avb-sign, avb-verify)
+from sealgate.cli.release_avb import avb_info, avb_sign, avb_verify  # noqa: E402
+from sealgate.cli.release_publish import publish_command  # noqa: E402
+
+release.add_command(publish_command, "publish")
+release.add_command(avb_info)
+release.add_command(avb_sign)
+release.add_command(avb_verify)
+
+__all__ = ["release"]

@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from sealgate.cli.options import JSON_OUTPUT, PASSPHRASE_FD
-from sealgate.cli.release import release
 from sealgate.errors import UsageError
 
 if TYPE_CHECKING:
@@ -35,7 +34,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 
 
-@release.command("avb-info")
+@click.command("avb-info")
 @click.option("--keystore", type=click.Path(file_okay=False, path_type=Path), help="Encrypted keystore directory.")
 @click.option("--key", default="avb", show_default=True, help="The keystore role that signs vbmeta (ROLE[:GEN]).")
 @click.option("--pkcs11", help="A token key (pkcs11: URI) instead of --keystore.")
@@ -73,7 +72,7 @@ def avb_info(
     return _describe_key(public_key, out, as_json)
 
 
-@release.command("avb-sign")
+@click.command("avb-sign")
 @click.argument("image", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("output", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--keystore", type=click.Path(file_okay=False, path_type=Path), help="Encrypted keystore directory.")
@@ -143,7 +142,7 @@ def avb_sign(
     return EXIT_OK if verdict.verified else EXIT_FAILED
 
 
-@release.command("avb-verify")
+@click.command("avb-verify")
 @click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--keystore", type=click.Path(file_okay=False, path_type=Path), help="Encrypted keystore directory.")
 @click.option("--key", default="avb", show_default=True, help="The keystore role that signs vbmeta (ROLE[:GEN]).")
