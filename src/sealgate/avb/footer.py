@@ -4,7 +4,9 @@
 with a 64-byte footer (libavb/avb_footer.h): 'AVBf', a big-endian uint32 major and minor version (1.0), then uint64
 original_image_size, vbmeta_offset and vbmeta_size, then 28 reserved bytes. libavb reads the last 64 bytes of the
 partition and refuses a footer whose major version is not 1 or whose minor version is newer than it knows
-(avb_footer_validate_and_byteswap). The vbmeta image must lie after the original data and before the footer.
+(avb_footer_validate_and_byteswap). The vbmeta image must lie after the original data and before the footer, and
+be at most 64 KiB (libavb's VBMETA_MAX_SIZE). Android sparse images are refused with a message: the footer lives in
+the unsparsed image.
 
 Re-signing keeps the image's layout: the new vbmeta image is written at the same offset (the descriptors' hashes
 cover the partition data, which does not change), the rest of the old one zeroed, and the footer's vbmeta_size
@@ -37,6 +39,10 @@ FOOTER_VERSION_MINOR = 0
 _FOOTER = struct.Struct(">4sLLQQQ28s")
 assert _FOOTER.size == FOOTER_SIZE
 _COPY_CHUNK = 1024 * 1024
+#: libavb loads at most this much vbmeta from a partition (VBMETA_MAX_SIZE in libavb/avb_slot_verify.c).
+VBMETA_MAX_SIZE = 64 * 1024
+#: Android sparse images (libsparse) start with this magic; AVB footers live in the unsparsed image.
+SPARSE_MAGIC = b"\x3a\xff\x26\xed"
 
 
 @dataclass(frozen=True)
@@ -74,6 +80,8 @@ class AvbFooter:
 def read_footer(path: Path) -> AvbFooter | None:
     """The image's AVB footer, None when it has none; AvbFormatError for a footer that is there but unusable."""
     with path.open("rb") as file:
+        if file.read(4) == SPARSE_MAGIC:
+            raise AvbFormatError(f"{path} is an Android sparse image; unsparse it first (simg2img)")
         size = file.seek(0, os.SEEK_END)
         if size < FOOTER_SIZE:
             return None
@@ -167,6 +175,10 @@ def _patch(path: Path, vbmeta_offset: int, vbmeta: bytes, footer_offset: int, fo
 
 
 def _check_layout(footer: AvbFooter, size: int, path: Path) -> None:
+    if footer.vbmeta_size > VBMETA_MAX_SIZE:
+        raise AvbFormatError(
+            f"{path}: AVB footer's vbmeta size {footer.vbmeta_size} exceeds libavb's {VBMETA_MAX_SIZE}"
+        )
     if footer.original_image_size > footer.vbmeta_offset:
         raise AvbFormatError(f"{path}: AVB footer puts vbmeta inside the original image data")
     if footer.vbmeta_offset + footer.vbmeta_size > size - FOOTER_SIZE:

@@ -205,6 +205,11 @@ def _check_hashtree(directory: Path, descriptor: HashtreeDescriptor, owner: str,
     if not path.is_file():
         report.fail("missing-partition", f"{owner}.img pins {descriptor.partition_name}, but {path.name} is missing")
         return
+    block = descriptor.data_block_size
+    if block < 512 or block & (block - 1) or block != descriptor.hash_block_size or descriptor.image_size % block:
+        report.fail("bad-hashtree", f"{descriptor.partition_name}: block sizes {block}/{descriptor.hash_block_size} "
+                    f"do not describe a dm-verity tree over {descriptor.image_size} bytes")  # fmt: skip
+        return
     if path.stat().st_size < descriptor.image_size:
         report.fail("partition-too-small", f"{path.name} is shorter than the {descriptor.image_size} bytes pinned")
         return
