@@ -97,3 +97,18 @@ def test_resign_the_set_with_the_distribution_keys(tmp_path: Path, keys: dict[st
     assert report.verified and report.rollback_indexes == {0: 6, 1: 4}
     assert not verify_image_set(images, [keys["top"].public_key()]).verified
     assert (images / "system.img").read_bytes() == (untouched / "system.img").read_bytes()
+
+
+def test_a_partition_chained_through_its_footer(tmp_path: Path, keys: dict[str, rsa.RSAPrivateKey]) -> None:
+    images = tmp_path / "images"
+    images.mkdir()
+    boot = images / "boot.img"
+    boot.write_bytes(os.urandom(100_000))
+    add_hash_footer(boot, "boot", 256 * 1024, _signer(keys["system"]), rollback_index=2)
+    chain = ChainPartitionDescriptor(2, "boot", public_key_metadata(keys["system"].public_key()))
+    (images / "vbmeta.img").write_bytes(build_vbmeta([chain], _signer(keys["top"]), rollback_index=1))
+    report = verify_image_set(images, [keys["top"].public_key()])
+    assert report.verified and report.rollback_indexes == {0: 1, 2: 2} and "boot" in report.checked
+    resigned = resign_image_set(images, _signer(keys["new"]), chained={"boot": _signer(keys["new"], "boot")})
+    assert resigned.verified, resigned.errors
+    assert read_image(boot)[0] is not None and boot.stat().st_size == 256 * 1024
