@@ -178,6 +178,8 @@ def test_two_builds_full_and_incremental(
         assert published.read_bytes() == source.read_bytes()
         assert not os.access(published, os.W_OK) or os.geteuid() == 0
         assert published.stat().st_mode & 0o222 == 0
+    leftovers = [path.name for path in webroot.rglob(".*") if path.name != ".publish.lock"]
+    assert leftovers == []
     # Publishing the same set again changes nothing and copies nothing.
     before = _snapshot(webroot)
     assert _publish(webroot, cert, str(releases["full2"]), str(releases["inc12"]), "--json") == 0
@@ -266,6 +268,20 @@ def test_refusals_leave_the_web_root_unchanged(
     report = json.loads(capsys.readouterr().out)
     assert report["published"] is False and code in [error["code"] for error in report["errors"]]
     assert _snapshot(webroot) == before
+
+
+def test_otacerts_zip_as_the_trusted_certificates(
+    tmp_path: Path, keys: dict[str, tuple[PrivateKeySigner, Path]], releases: dict[str, Path]
+) -> None:
+    otacerts = tmp_path / "otacerts.zip"
+    with zipfile.ZipFile(otacerts, "w") as archive:
+        archive.write(keys["other"][1], "other.x509.pem")
+        archive.write(keys["release"][1], "releasekey.x509.pem")
+    assert _publish(tmp_path / "www", otacerts, str(releases["full1"])) == 0
+    only_other = tmp_path / "only-other.zip"
+    with zipfile.ZipFile(only_other, "w") as archive:
+        archive.write(keys["other"][1], "other.x509.pem")
+    assert _publish(tmp_path / "www2", only_other, str(releases["full1"])) == 1
 
 
 def test_a_refused_first_publish_creates_nothing(
