@@ -30,6 +30,7 @@ import hashlib
 import re
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -252,10 +253,16 @@ def _check_packages(
 def _check_package(path: Path, keys: Sequence[TrustedKey], device: str) -> tuple[CheckedPackage | None, list[Issue]]:
     if not _FILE_NAME.match(path.name):
         return None, [Issue("BAD_FILE_NAME", f"{path}: the file name must be letters, digits and ._+- to be a URL")]
-    verification = verify_package(path, keys)
-    if not verification.verified or verification.signer is None:
-        reasons = "; ".join(issue.message for issue in verification.errors) or "no trusted certificate verifies it"
-        return None, [Issue("BAD_SIGNATURE", f"{path}: the whole-file signature does not verify: {reasons}")]
+    # The file's SHA-256 (its name in the web root) is computed beside the signature check, on another core:
+    # both read the same pages, so a package costs about one pass of reading however large it is.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        hashing = pool.submit(_hash_file, path)
+        verification = verify_package(path, keys)
+        if not verification.verified or verification.signer is None:
+            hashing.cancel()
+            reasons = "; ".join(issue.message for issue in verification.errors) or "no trusted certificate verifies it"
+            return None, [Issue("BAD_SIGNATURE", f"{path}: the whole-file signature does not verify: {reasons}")]
+        size, digest = hashing.result()
     try:
         metadata = read_package_metadata(path)
     except OtaFormatError as exc:
@@ -269,7 +276,6 @@ def _check_package(path: Path, keys: Sequence[TrustedKey], device: str) -> tuple
         return None, [Issue("BAD_METADATA", f"{path}: the metadata must name exactly one post-build fingerprint")]
     if len(metadata.pre_build) > 1:
         return None, [Issue("BAD_METADATA", f"{path}: the metadata names more than one pre-build fingerprint")]
-    size, digest = _hash_file(path)
     return CheckedPackage(
         path=path,
         size=size,
