@@ -5,12 +5,12 @@ holding the OTA certificate (loaded by our recovery-rules verifier), and the use
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import os
 import re
 import zipfile
 from pathlib import Path
-from typing import ClassVar
 
 import pytest
 
@@ -24,6 +24,7 @@ from release_tools import (
     BuildInputs,
     apkcerts_text,
     make_inputs,
+    role_signer,
     write_target_files,
 )
 from sealgate.errors import ReleaseError, UnreleasableBuildError
@@ -311,58 +312,58 @@ def test_cli_signs_with_a_keystore_and_refuses_a_debug_build(
     assert main(["release", "sign-target-files", str(source), str(tmp_path / "e.zip")]) == 2
 
 
-class _FakeVbmeta:
-    """A stand-in for sealgate.avb.vbmeta until the avb branch lands: records the call, marks the image."""
+def test_vbmeta_and_its_chained_partition_are_resigned_with_the_avb_key(inputs: BuildInputs, tmp_path: Path) -> None:
+    """A vbmeta.img signed by a test key, with a hash descriptor for boot.img and a chain to vbmeta_system.img
+    (signed by another test key): afterwards the set verifies with the release AVB key only, as a locked
+    bootloader would check it (sealgate.avb.slot), with the rollback index asked for."""
+    from sealgate.avb.descriptors import ChainPartitionDescriptor, HashDescriptor, PropertyDescriptor
+    from sealgate.avb.keys import public_key_metadata
+    from sealgate.avb.slot import verify_image_set
+    from sealgate.avb.vbmeta import build_vbmeta, read_vbmeta
 
-    calls: ClassVar[list[tuple[bytes, str, str | None, int | None]]] = []
-
-    @staticmethod
-    def resign_vbmeta(data: bytes, signer: object, *, algorithm: str | None = None,
-                      rollback_index: int | None = None) -> bytes:  # fmt: skip
-        _FakeVbmeta.calls.append((data, getattr(signer, "name", ""), algorithm, rollback_index))
-        return b"RESIGNED:" + data
-
-    @staticmethod
-    def read_vbmeta(data: bytes) -> object:
-        from types import SimpleNamespace
-
-        return SimpleNamespace(algorithm="SHA256_RSA2048", rollback_index=_FakeVbmeta.calls[-1][3])
-
-
-def test_vbmeta_is_resigned_through_the_avb_interface(
-    inputs: BuildInputs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import sys
-    from types import ModuleType
-
-    from release_tools import role_signer
-
-    fake = ModuleType("sealgate.avb.vbmeta")
-    fake.resign_vbmeta = _FakeVbmeta.resign_vbmeta  # type: ignore[attr-defined]
-    fake.read_vbmeta = _FakeVbmeta.read_vbmeta  # type: ignore[attr-defined]
+    test_vbmeta_key, test_system_key, avb = role_signer("test-avb"), role_signer("test-system"), role_signer("avb")
+    boot = b"ANDROID!" + bytes(4088)  # IMAGES/boot.img of write_target_files
+    salt = bytes(range(32))
+    descriptors = [
+        HashDescriptor(len(boot), "sha256", "boot", salt, hashlib.sha256(salt + boot).digest()),
+        ChainPartitionDescriptor(1, "vbmeta_system", public_key_metadata(test_system_key.public_key)),
+        PropertyDescriptor("com.android.build.boot.fingerprint", b"google/oriole/oriole:14/AP2A/1:user/test-keys"),
+    ]
+    vbmeta = build_vbmeta(descriptors, test_vbmeta_key, rollback_index=3, padding_size=4096)
+    system = build_vbmeta([PropertyDescriptor("com.android.build.system.os_version", b"14")], test_system_key,
+                          rollback_index=5, rollback_index_location=1, padding_size=4096)  # fmt: skip
     extra = {
-        "IMAGES/vbmeta.img": b"AVB0 old vbmeta",
+        "IMAGES/vbmeta.img": vbmeta,
+        "IMAGES/vbmeta_system.img": system,
         "META/vbmeta_digest.txt": b"0123",
         "META/misc_info.txt": b"avb_enable=true\navb_vbmeta_algorithm=SHA256_RSA4096\n"
         b"avb_vbmeta_args=--padding_size 4096 --rollback_index 3\n",
     }
     source = write_target_files(tmp_path / "tf.zip", inputs, extra=extra)
-    keys = KeyMap({**inputs.signers, "avb": role_signer("avb")}, {WIFI_CERT: "networkstack"})
-    monkeypatch.setitem(sys.modules, "sealgate.avb.vbmeta", None)  # no AVB support: a clear refusal
-    with pytest.raises(ReleaseError, match="cannot re-sign vbmeta images"):
-        sign_target_files(source, tmp_path / "out.zip", keys)
-    monkeypatch.setitem(sys.modules, "sealgate.avb.vbmeta", fake)
     with pytest.raises(ReleaseError, match="a signer for the role avb is needed"):
         sign_target_files(source, tmp_path / "out.zip", _keys(inputs))
     assert not (tmp_path / "out.zip").exists()
+    keys = KeyMap({**inputs.signers, "avb": avb}, {WIFI_CERT: "networkstack"})
     report = sign_target_files(source, tmp_path / "out.zip", keys, rollback_index=7)
-    assert _FakeVbmeta.calls[-1] == (b"AVB0 old vbmeta", "avb", None, 7)
+    images = tmp_path / "images"
+    images.mkdir()
     with zipfile.ZipFile(tmp_path / "out.zip") as archive:
-        assert archive.read("IMAGES/vbmeta.img") == b"RESIGNED:AVB0 old vbmeta"
+        for name in ("vbmeta.img", "vbmeta_system.img", "boot.img"):
+            (images / name).write_bytes(archive.read(f"IMAGES/{name}"))
         assert "META/vbmeta_digest.txt" not in archive.namelist()
         assert archive.read("META/misc_info.txt").decode() == (
             "avb_enable=true\navb_vbmeta_algorithm=SHA256_RSA2048\n"
             "avb_vbmeta_args=--padding_size 4096 --rollback_index 7"
         )
+    verdict = verify_image_set(images, [avb.public_key])
+    assert verdict.verified, [issue.message for issue in verdict.errors]
+    assert verdict.rollback_indexes == {0: 7, 1: 5}
+    assert not verify_image_set(images, [test_vbmeta_key.public_key]).verified
+    new = read_vbmeta((images / "vbmeta.img").read_bytes())
+    assert new.chain_partitions()["vbmeta_system"].public_key == public_key_metadata(avb.public_key)
+    assert [d for d in new.descriptors if not isinstance(d, ChainPartitionDescriptor)] == [
+        d for d in descriptors if not isinstance(d, ChainPartitionDescriptor)
+    ]
     assert report.vbmeta is not None and report.vbmeta["rollback_index"] == 7
-    assert report.vbmeta["signer_sha256"] == keys.signers["avb"].certificate.sha256
+    assert report.vbmeta["chained"] == {"vbmeta_system": avb.certificate.sha256}
+    assert report.vbmeta["algorithm"] == "SHA256_RSA2048"

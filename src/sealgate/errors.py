@@ -130,3 +130,7 @@ class UnreleasableBuildError(ReleaseError):
         super().__init__(
             "refusing to sign a build that is not a user build: " + "; ".join(message for _, message in reasons)
         )
+
+
+class AvbFormatError(FormatError):
+    """A vbmeta image, AVB footer, descriptor or AVB public key is malformed, or cannot be signed as asked."""

@@ -15,8 +15,9 @@ The steps, in the order that lets every refusal happen before a byte is written:
    rewritten to release-keys (RewriteProps), every */otacerts.zip replaced by one holding the OTA certificate
    (ReplaceOtaKeys/WriteOtacerts), META/otakeys.txt naming it, *mac_permissions.xml given the new certificates in
    place of the build's (ReplaceCerts), IMAGES/vbmeta.img re-signed with the AVB key with its descriptors kept and
-   the rollback index set (`sealgate.avb.vbmeta.resign_vbmeta`), META/misc_info.txt updated (ReplaceMiscInfoTxt,
-   RewriteAvbProps), META/vbmeta_digest.txt dropped (it no longer matches); everything else copied as it is;
+   the rollback index set, and the partitions it chains to re-signed too (`verified_boot`), META/misc_info.txt
+   updated (ReplaceMiscInfoTxt, RewriteAvbProps), META/vbmeta_digest.txt dropped (it no longer matches);
+   everything else copied as it is;
 5. fsync and rename into place (`AtomicOutput`); a failure at any step leaves nothing at the output path.
 
 Unlike sign_target_files_apks this does not rebuild the filesystem images in IMAGES/ (add_img_to_target_files
@@ -28,16 +29,12 @@ the input's order, each stamped 2009-01-01 (`zip_writer`); only ECDSA/DSA signat
 from __future__ import annotations
 
 import gzip
-import hashlib
-import importlib
 import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
 
 from sealgate.apk.certificate import Certificate
 from sealgate.apk.report import Issue
@@ -65,23 +62,20 @@ from sealgate.release.build_props import (
 from sealgate.release.misc_info import format_misc_info, parse_misc_info, rewrite_avb_props, set_vbmeta_signing
 from sealgate.release.otacerts import is_otacerts, otacerts_zip
 from sealgate.release.report import SignedPackage, SignReport
+from sealgate.release.verified_boot import VBMETA, VerifiedBoot, resign_verified_boot
 from sealgate.release.zip_writer import ZipWriter, central_attributes, is_symlink
 from sealgate.signing import Signer
 from sealgate.ziparchive import METHOD_DEFLATED, ZipArchive, ZipEntry
 
 OTA_ROLE = "ota"
-AVB_ROLE = "avb"
 APKCERTS = "META/apkcerts.txt"
 APEXKEYS = "META/apexkeys.txt"
 MISC_INFO = "META/misc_info.txt"
 OTAKEYS = "META/otakeys.txt"
-VBMETA = "IMAGES/vbmeta.img"
 VBMETA_DIGEST = "META/vbmeta_digest.txt"
 OTA_CERTIFICATE_NAME = "ota.x509.pem"
 #: Bound on the text files read into memory (prop files, apkcerts.txt, misc_info.txt, mac_permissions.xml).
 _MAX_TEXT = 16 * 1024 * 1024
-#: vbmeta images are at most 64 KiB (AVB_VBMETA_IMAGE_MAX_SIZE); a little slack for padding.
-_MAX_VBMETA = 1024 * 1024
 _CHUNK = 4 * 1024 * 1024
 #: Platforms up to this API level get SHA-1 JAR signatures, as sign_target_files_apks asks SignApk for them.
 _LAST_SHA1_PLATFORM = 23
@@ -124,7 +118,6 @@ def sign_target_files(
         misc_info = parse_misc_info(misc_info_text) if misc_info_text is not None else {}
         jobs = _plan_packages(archive, keys, misc_info, report)
         ota_signer = _ota_signer(archive, keys)
-        vbmeta = _resign_vbmeta(archive, keys, avb_algorithm, rollback_index, report)
         options = _apk_options(props.get("SYSTEM/build.prop", {}))
         mac_permissions = [entry for entry in archive.entries if entry.name.endswith("mac_permissions.xml")]
         replaced: dict[bytes, bytes] = {}
@@ -134,6 +127,10 @@ def sign_target_files(
             AtomicOutput(output_zip) as output,
             tempfile.TemporaryDirectory(dir=Path(output_zip).parent, prefix=".sign-target-files-") as work,
         ):
+            vbmeta = resign_verified_boot(archive, keys, Path(work), algorithm=avb_algorithm,
+                                          rollback_index=rollback_index)  # fmt: skip
+            if vbmeta is not None:
+                report.vbmeta = vbmeta.to_json()
             writer = ZipWriter(output.fd)
             for index, entry in enumerate(archive.entries):
                 name = entry.name
@@ -168,7 +165,9 @@ def sign_target_files(
                     writer.add_bytes(name, _new_misc_info(misc_info_text, vbmeta, rollback_index, tag_changes),
                                      deflate=deflate, attributes=external)  # fmt: skip
                 elif name == VBMETA and vbmeta is not None:
-                    writer.add_bytes(name, vbmeta[0], deflate=deflate, attributes=external)
+                    writer.add_bytes(name, vbmeta.vbmeta, deflate=deflate, attributes=external)
+                elif vbmeta is not None and name in vbmeta.chained:
+                    writer.add_file(name, vbmeta.chained[name], deflate=deflate, attributes=external)
                 elif name == VBMETA_DIGEST and vbmeta is not None:
                     report.notes.append(Issue("VBMETA_DIGEST_DROPPED", f"{name} no longer matches vbmeta; dropped"))
                 else:
@@ -386,57 +385,13 @@ def replace_certificates(text: str, replaced: dict[bytes, bytes], conflicts: set
     return text
 
 
-# -- verified boot ---------------------------------------------------------------------------------------------
-
-
-def _resign_vbmeta(
-    archive: ZipArchive,
-    keys: KeyMap,
-    algorithm: str | None,
-    rollback_index: int | None,
-    report: SignReport,
-) -> tuple[bytes, str] | None:
-    """IMAGES/vbmeta.img re-signed with the AVB key, and the algorithm it is signed with; None without one."""
-    entry = archive.entry(VBMETA)
-    if entry is None:
-        return None
-    signer = keys.signer(AVB_ROLE)
-    if signer is None:
-        raise ReleaseError(f"the package carries {VBMETA}: a signer for the role avb is needed to re-sign it")
-    resign, read = _avb_functions()
-    try:
-        data = archive.read(entry, max_size=_MAX_VBMETA)
-        new = resign(data, signer, algorithm=algorithm, rollback_index=rollback_index)
-        image = read(new)
-    except SealgateError as exc:
-        raise ReleaseError(f"cannot re-sign {VBMETA}: {exc}") from exc
-    used = str(getattr(image, "algorithm", algorithm or ""))
-    report.vbmeta = {
-        "algorithm": used,
-        "rollback_index": getattr(image, "rollback_index", rollback_index),
-        "signer_sha256": hashlib.sha256(signer.certificate.der).hexdigest(),
-    }
-    return new, used
-
-
-def _avb_functions() -> tuple[Callable[..., bytes], Callable[[bytes], Any]]:
-    """sealgate.avb.vbmeta's resign_vbmeta and read_vbmeta; a clear refusal where that module is not present."""
-    try:
-        module = importlib.import_module("sealgate.avb.vbmeta")
-    except ImportError as exc:
-        raise ReleaseError(
-            f"the package carries {VBMETA}, but this sealgate cannot re-sign vbmeta images (no sealgate.avb)"
-        ) from exc
-    return cast("Callable[..., bytes]", module.resign_vbmeta), cast("Callable[[bytes], Any]", module.read_vbmeta)
-
-
 def _new_misc_info(
-    text: str, vbmeta: tuple[bytes, str] | None, rollback_index: int | None, tag_changes: tuple[str, ...]
+    text: str, vbmeta: VerifiedBoot | None, rollback_index: int | None, tag_changes: tuple[str, ...]
 ) -> bytes:
     values = parse_misc_info(text)
     original = set(values)
     if vbmeta is not None:
-        set_vbmeta_signing(values, vbmeta[1], rollback_index)
+        set_vbmeta_signing(values, vbmeta.algorithm, rollback_index)
     if values.get("avb_enable") == "true":
         rewrite_avb_props(values, tag_changes)
     return format_misc_info(values, original).encode("utf-8")
