@@ -40,7 +40,7 @@ class SignReport:
     #: otacerts.zip copies replaced with the OTA certificate.
     otacerts: list[str] = field(default_factory=list)
     ota_certificate_sha256: str | None = None
-    #: {"algorithm", "rollback_index", "signer_sha256"} when IMAGES/vbmeta.img was re-signed.
+    #: {"algorithm", "rollback_index", "signer_sha256", "public_key_digest", "chained"} when vbmeta was re-signed.
     vbmeta: dict[str, Any] | None = None
     #: IMAGES/*.img whose source directory changed: they still hold the old contents until rebuilt.
     images_to_rebuild: list[str] = field(default_factory=list)
