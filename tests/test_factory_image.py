@@ -9,21 +9,27 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from conftest import require_tool
+from release_tools import role_signer
+from sealgate.avb.descriptors import PropertyDescriptor
+from sealgate.avb.keys import public_key_metadata
+from sealgate.avb.vbmeta import build_vbmeta
 from sealgate.errors import ReleaseError
 from sealgate.release.factory_image import build_factory_image
 
-IMAGES = {
-    "boot.img": b"ANDROID!" + bytes(4088),
-    "system.img": bytes(range(256)) * 64,
-    "vbmeta.img": b"AVB0" + bytes(60),
-}
+AVB_SIGNER = role_signer("avb")
+PKMD = public_key_metadata(AVB_SIGNER.public_key)
+VBMETA = build_vbmeta([PropertyDescriptor("com.android.build.boot.os_version", b"14")], AVB_SIGNER, padding_size=4096)
+IMAGES = {"boot.img": b"ANDROID!" + bytes(4088), "system.img": bytes(range(256)) * 64, "vbmeta.img": VBMETA}
 
 
-def _target_files(path: Path, *, radio: bool = True) -> Path:
+def _target_files(path: Path, *, radio: bool = True, tags: str = "release-keys") -> Path:
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr("SYSTEM/build.prop", "ro.build.id=AP2A.240805.005\nro.product.device=oriole\n")
+        archive.writestr(
+            "SYSTEM/build.prop", f"ro.build.id=AP2A.240805.005\nro.product.device=oriole\nro.build.tags={tags}\n"
+        )
         for name, data in IMAGES.items():
             archive.writestr(f"IMAGES/{name}", data)
         archive.writestr("IMAGES/system.map", "not an image")
@@ -50,7 +56,7 @@ def _extract(archive_path: Path, into: Path) -> None:
 def test_factory_image_layout_script_and_checksums(tmp_path: Path) -> None:
     source = _target_files(tmp_path / "signed-target_files.zip")
     out = tmp_path / "oriole-ap2a.240805.005-factory.zip"
-    result = build_factory_image(source, out, avb_custom_key=b"pkmd bytes")
+    result = build_factory_image(source, out, avb_custom_key=PKMD)
     assert (result.device, result.build, result.directory) == ("oriole", "ap2a.240805.005", "oriole-ap2a.240805.005")
     _extract(out, tmp_path / "x")
     top = tmp_path / "x" / result.directory
@@ -70,6 +76,7 @@ def test_factory_image_layout_script_and_checksums(tmp_path: Path) -> None:
         for name, data in IMAGES.items():
             assert images.read(name) == data
     assert (top / "bootloader-oriole-slider-1.3-11.img").read_bytes() == b"bootloader " * 100
+    assert (top / "avb_custom_key.img").read_bytes() == PKMD
     for script in ("flash-all.sh", "flash-base.sh"):
         check = subprocess.run(["sh", "-n", str(top / script)], capture_output=True, text=True)
         assert check.returncode == 0, check.stderr
@@ -86,7 +93,7 @@ def test_factory_image_layout_script_and_checksums(tmp_path: Path) -> None:
     base = (top / "flash-base.sh").read_text()
     assert "update" not in base and "bootloader-oriole-slider-1.3-11.img" in base
     # The same inputs give the same archive.
-    again = build_factory_image(source, tmp_path / "again.zip", avb_custom_key=b"pkmd bytes")
+    again = build_factory_image(source, tmp_path / "again.zip", avb_custom_key=PKMD)
     assert (tmp_path / "again.zip").read_bytes() == out.read_bytes() and again.sha256 == result.sha256
 
 
@@ -153,6 +160,17 @@ def test_cli_factory_image(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert line["directory"] == "oriole-ap2a.240805.005" and "flash-all.sh" in line["files"]
     assert main(["release", "factory-image", str(source), str(tmp_path / "g.zip"), "--radio", str(source)]) == 2
     assert main(["release", "factory-image", str(tmp_path), str(tmp_path / "h.zip")]) == 1
+    # The keystore's avb key as avb_custom_key: vbmeta is signed by another key, so it is refused.
+    from sealgate.custody.keystore import Keystore
+    from sealgate.custody.roles import KeySpec
+
+    Keystore.create(tmp_path / "ks", "factory test passphrase", roles=["avb"],
+                    key_overrides={"avb": KeySpec.parse("rsa-2048")})  # fmt: skip
+    assert (
+        main(["release", "factory-image", str(source), str(tmp_path / "k.zip"), "--keystore", str(tmp_path / "ks")])
+        == 1
+    )
+    assert "not signed by the key given as avb_custom_key" in capsys.readouterr().err
 
 
 def test_zip_writer_switches_to_zip64_past_65535_entries(tmp_path: Path) -> None:
@@ -176,3 +194,13 @@ def test_zip_writer_switches_to_zip64_past_65535_entries(tmp_path: Path) -> None
     with ZipArchive.open(path) as ours:
         assert len(ours.entries) == 70000 and not ours.violations
         assert ours.sections.zip64_eocd_offset is not None
+
+
+def test_factory_image_refuses_test_keys_and_a_foreign_avb_key(tmp_path: Path) -> None:
+    out = tmp_path / "f.zip"
+    with pytest.raises(ReleaseError, match="not release-keys"):
+        build_factory_image(_target_files(tmp_path / "test.zip", tags="test-keys"), out)
+    other = public_key_metadata(rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key())
+    with pytest.raises(ReleaseError, match="not signed by the key given as avb_custom_key"):
+        build_factory_image(_target_files(tmp_path / "tf.zip"), out, avb_custom_key=other)
+    assert not out.exists() and sorted(path.name for path in tmp_path.iterdir()) == ["test.zip", "tf.zip"]

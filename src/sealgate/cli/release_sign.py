@@ -152,6 +152,8 @@ def sign_target_files_command(
 @click.option("--radio-version", help="Its version (needed with --radio).")
 @click.option("--avb-custom-key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="avb_pkmd.bin to flash as avb_custom_key.")  # fmt: skip
+@click.option("--keystore", type=click.Path(file_okay=False, path_type=Path),
+              help="Flash the keystore's avb key as avb_custom_key (no passphrase needed).")  # fmt: skip
 @JSON_OUTPUT
 def factory_image_command(
     source: Path,
@@ -163,6 +165,7 @@ def factory_image_command(
     radio: Path | None,
     radio_version: str | None,
     avb_custom_key: Path | None,
+    keystore: Path | None,
     as_json: bool,
 ) -> int:
     """Write the factory archive OUT from SOURCE (a signed target-files package or a directory of images)."""
@@ -171,6 +174,14 @@ def factory_image_command(
     for file, version, option in ((bootloader, bootloader_version, "--bootloader"), (radio, radio_version, "--radio")):
         if (file is None) != (version is None):
             raise UsageError(f"{option} and {option}-version go together")
+    custom_key = avb_custom_key.read_bytes() if avb_custom_key is not None else None
+    if keystore is not None:
+        if custom_key is not None:
+            raise UsageError("give --avb-custom-key or --keystore, not both")
+        from sealgate.avb.keys import public_key_metadata
+        from sealgate.cli.signers import open_keystore
+
+        custom_key = public_key_metadata(open_keystore(keystore).certificate("avb").public_key())
     image = build_factory_image(
         source,
         out,
@@ -178,7 +189,7 @@ def factory_image_command(
         build=build_id,
         bootloader=(bootloader, bootloader_version) if bootloader and bootloader_version else None,
         radio=(radio, radio_version) if radio and radio_version else None,
-        avb_custom_key=avb_custom_key.read_bytes() if avb_custom_key is not None else None,
+        avb_custom_key=custom_key,
     )
     if as_json:
         click.echo(json.dumps(image.to_json()))

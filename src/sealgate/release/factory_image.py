@@ -16,6 +16,11 @@ Layout (device/common/generate-factory-images-common.sh and img_from_target_file
         flash-base.sh                    the same without the images: firmware and AVB key only
         SHA256SUMS                       `sha256sum -c` format for every other file of the directory
 
+Two checks stop a factory image that a locked device would refuse, or that ships test keys: a target-files package
+whose SYSTEM/build.prop says ro.build.tags is anything but release-keys is refused (sign it first), and with an
+avb_custom_key the vbmeta.img must be signed by that very key (a locked bootloader with that custom key would
+refuse any other).
+
 The bootloader and radio versions come from OTA/android-info.txt ("require version-bootloader=" and
 "require version-baseband="), as CalyxOS' release.sh reads them, unless given. Images are copied as their
 compressed bytes out of the target-files package (never inflated in memory); the archives are written beside the
@@ -35,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from sealgate.apk.signing.output import AtomicOutput
-from sealgate.errors import ReleaseError, ZipFormatError
+from sealgate.errors import AvbFormatError, ReleaseError, ZipFormatError
 from sealgate.release.build_props import parse_props
 from sealgate.release.zip_writer import EXECUTABLE_FILE_ATTRIBUTES, ZipWriter
 from sealgate.ziparchive import ZipArchive
@@ -46,6 +51,7 @@ _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _IMAGE = re.compile(r"^IMAGES/([A-Za-z0-9_.-]+\.img)$")
 _CHUNK = 4 * 1024 * 1024
 _SLEEP_SECONDS = 5
+_MAX_VBMETA = 1024 * 1024
 
 
 @dataclass
@@ -114,6 +120,13 @@ def build_factory_image(
             )
             if item is not None
         ]
+        tags = src.prop("ro.build.tags")
+        if tags is not None and tags.split(",") != ["release-keys"]:
+            raise ReleaseError(
+                f"the build is tagged {tags!r}, not release-keys: sign the target-files package for release first"
+            )
+        if avb_custom_key is not None:
+            src.check_vbmeta_key(avb_custom_key)
         top = f"{device}-{build}"
         image_zip = f"image-{device}-{build}.zip"
         out_path = Path(out)
@@ -265,6 +278,35 @@ class _Source:
                 key, value = words.split("=", 1)
                 info[key.strip()] = value.strip().split("|")[0]
         return info
+
+    def check_vbmeta_key(self, public_key_metadata: bytes) -> None:
+        """vbmeta.img must be signed by the key flashed as avb_custom_key, or the locked device will not boot."""
+        from sealgate.avb.keys import encoded_key_digest
+        from sealgate.avb.vbmeta import read_vbmeta, verify_vbmeta
+
+        data = self._small_image("vbmeta.img")
+        if data is None:
+            return
+        try:
+            image = read_vbmeta(data)
+            verdict = verify_vbmeta(image, [public_key_metadata])
+        except AvbFormatError as exc:
+            raise ReleaseError(f"vbmeta.img cannot be read: {exc}") from exc
+        if not verdict.verified:
+            raise ReleaseError(
+                f"vbmeta.img is not signed by the key given as avb_custom_key (vbmeta's key "
+                f"{image.public_key_digest}, avb_custom_key {encoded_key_digest(public_key_metadata)}): a device "
+                "locked with that key would refuse to boot it"
+            )
+
+    def _small_image(self, name: str) -> bytes | None:
+        if self._archive is None:
+            path = self._path / name
+            if not path.is_file() or path.stat().st_size > _MAX_VBMETA:
+                return None
+            return path.read_bytes()
+        entry = self._archive.entry(f"IMAGES/{name}")
+        return None if entry is None else self._archive.read(entry, max_size=_MAX_VBMETA)
 
     def write_image_zip(self, target: Path) -> list[str]:
         """image-<device>-<build>.zip: every partition image and android-info.txt, as img_from_target_files."""
