@@ -367,3 +367,15 @@ def test_vbmeta_and_its_chained_partition_are_resigned_with_the_avb_key(inputs: 
     assert report.vbmeta is not None and report.vbmeta["rollback_index"] == 7
     assert report.vbmeta["chained"] == {"vbmeta_system": avb.certificate.sha256}
     assert report.vbmeta["algorithm"] == "SHA256_RSA2048"
+
+
+def test_a_factory_image_is_built_from_the_signed_package(signed: tuple[Path, Path, object], tmp_path: Path) -> None:
+    from sealgate.release.factory_image import build_factory_image
+
+    source, out, _ = signed
+    with pytest.raises(ReleaseError, match="not release-keys"):
+        build_factory_image(source, tmp_path / "unsigned-factory.zip")  # the test-keys build itself
+    image = build_factory_image(out, tmp_path / "factory.zip")
+    assert (image.device, image.build) == ("oriole", "ap2a.240805.005")
+    assert sorted(image.images) == ["boot.img", "system.img"]
+    assert {"bootloader-oriole-slider-1.3.img", "radio-oriole-g5123b-1.img"} <= set(image.files)
