@@ -134,3 +134,7 @@ class UnreleasableBuildError(ReleaseError):
 
 class AvbFormatError(FormatError):
     """A vbmeta image, AVB footer, descriptor or AVB public key is malformed, or cannot be signed as asked."""
+
+
+class PayloadError(OtaFormatError):
+    """An A/B payload (payload.bin) is malformed, unsigned, tampered with, or uses an operation we cannot apply."""
