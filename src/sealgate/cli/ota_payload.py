@@ -65,12 +65,13 @@ def build_command(
     from sealgate.ota.payload.writer import write_delta_payload, write_full_payload
 
     images = _images(images_dir)
-    if source is None:
-        write_full_payload(images, out, compression=compression, max_timestamp=max_timestamp,
-                           security_patch_level=security_patch_level)  # fmt: skip
-    else:
-        write_delta_payload(_images(source), images, out, compression=compression, max_timestamp=max_timestamp,
-                            security_patch_level=security_patch_level)  # fmt: skip
+    with _progress("building", enabled=not as_json) as report:
+        if source is None:
+            write_full_payload(images, out, compression=compression, max_timestamp=max_timestamp,
+                               security_patch_level=security_patch_level, progress=report)  # fmt: skip
+        else:
+            write_delta_payload(_images(source), images, out, compression=compression, max_timestamp=max_timestamp,
+                                security_patch_level=security_patch_level, progress=report)  # fmt: skip
     written = read_payload(out)
     if as_json:
         click.echo(json.dumps(written.to_json(), ensure_ascii=False))
@@ -217,7 +218,7 @@ def apply_command(
     except OSError as exc:
         raise UsageError(f"cannot create a directory beside {target_dir}: {exc.strerror}") from None
     try:
-        with _progress(enabled=not as_json) as report:
+        with _progress("applying", enabled=not as_json) as report:
             result = apply_payload(file, staging, public_keys=keys, source_dir=source, offset=offset, size=size,
                                    properties=parsed, progress=report)  # fmt: skip
         if target_dir.exists():
@@ -294,17 +295,17 @@ def _read_properties(path: Path | None) -> PayloadProperties | None:
 
 
 @contextlib.contextmanager
-def _progress(*, enabled: bool) -> Iterator[Callable[[int, int], None] | None]:
-    """A progress bar on stderr while applying (only on a terminal; never in --json output)."""
+def _progress(label: str, *, enabled: bool) -> Iterator[Callable[[int, int], None] | None]:
+    """A progress bar on stderr for long work (only on a terminal; never with --json)."""
     if not enabled or not sys.stderr.isatty():
         yield None
         return
     from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
-    with Progress(TextColumn("applying"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
+    with Progress(TextColumn(label), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
                   console=Console(stderr=True), transient=True) as bar:  # fmt: skip
-        task = bar.add_task("apply", total=None)
+        task = bar.add_task(label, total=None)
 
         def report(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)

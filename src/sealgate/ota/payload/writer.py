@@ -22,7 +22,7 @@ import hashlib
 import os
 import re
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,12 +53,15 @@ def write_full_payload(
     chunk_size: int = FULL_CHUNK_SIZE,
     workers: int | None = None,
     security_patch_level: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> None:
     """Write an unsigned full payload updating each partition (name -> image file) to its image.
 
-    `security_patch_level` (YYYY-MM-DD) goes into the manifest, where update_engine refuses an SPL downgrade.
+    `security_patch_level` (YYYY-MM-DD) goes into the manifest, where update_engine refuses an SPL downgrade;
+    `progress(done, total)` is called with image bytes read, for a progress bar.
     """
-    _write(None, images, Path(out), block_size, compression, max_timestamp, chunk_size, workers, security_patch_level)
+    settings = _Settings(block_size, compression, max_timestamp, chunk_size, workers, security_patch_level, progress)
+    _write(None, images, Path(out), settings)
 
 
 def write_delta_payload(
@@ -72,13 +75,37 @@ def write_delta_payload(
     chunk_size: int = FULL_CHUNK_SIZE,
     workers: int | None = None,
     security_patch_level: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> None:
     """Write an unsigned delta payload from the source images to the target images.
 
     Partitions in `target` but not in `source` get full operations (and no old_partition_info); partitions only in
     `source` are not in the payload.
     """
-    _write(source, target, Path(out), block_size, compression, max_timestamp, chunk_size, workers, security_patch_level)
+    settings = _Settings(block_size, compression, max_timestamp, chunk_size, workers, security_patch_level, progress)
+    _write(source, target, Path(out), settings)
+
+
+@dataclass(frozen=True)
+class _Settings:
+    block_size: int
+    compression: str
+    max_timestamp: int
+    chunk_size: int
+    workers: int | None
+    security_patch_level: str | None
+    progress: Callable[[int, int], None] | None
+
+    def check(self) -> None:
+        check_compression(self.compression)
+        if self.security_patch_level is not None and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", self.security_patch_level):
+            raise UsageError(f"the security patch level {self.security_patch_level!r} is not YYYY-MM-DD")
+        if self.block_size != BLOCK_SIZE:
+            raise UsageError(
+                f"update_engine only applies payloads with {BLOCK_SIZE}-byte blocks, not {self.block_size}"
+            )
+        if self.chunk_size <= 0 or self.chunk_size % self.block_size:
+            raise UsageError(f"the chunk size must be a positive multiple of {self.block_size}")
 
 
 @dataclass(frozen=True)
@@ -91,48 +118,43 @@ class _Job:
     src_hash: bytes | None = None
 
 
-def _write(
-    source: Mapping[str, Path] | None,
-    target: Mapping[str, Path],
-    out: Path,
-    block_size: int,
-    compression: str,
-    max_timestamp: int,
-    chunk_size: int,
-    workers: int | None,
-    security_patch_level: str | None,
-) -> None:
-    check_compression(compression)
-    if security_patch_level is not None and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", security_patch_level):
-        raise UsageError(f"the security patch level {security_patch_level!r} is not YYYY-MM-DD")
-    if block_size != BLOCK_SIZE:
-        raise UsageError(f"update_engine only applies payloads with {BLOCK_SIZE}-byte blocks, not {block_size}")
-    if chunk_size <= 0 or chunk_size % block_size:
-        raise UsageError(f"the chunk size must be a positive multiple of {block_size}")
+class _Progress:
+    def __init__(self, total: int, report: Callable[[int, int], None] | None) -> None:
+        self.total = total
+        self.done = 0
+        self.report = report
+
+    def advance(self, length: int) -> None:
+        self.done += length
+        if self.report is not None:
+            self.report(self.done, self.total)
+
+
+def _write(source: Mapping[str, Path] | None, target: Mapping[str, Path], out: Path, settings: _Settings) -> None:
+    settings.check()
     if not target:
         raise UsageError("a payload needs at least one partition image")
     for name, path in {**(source or {}), **target}.items():
         if not _PARTITION_NAME.match(name):
             raise UsageError(f"{name!r} is not a partition name")
-        _image_size(Path(path), block_size)
+        _image_size(Path(path), settings.block_size)
     manifest = schema.DeltaArchiveManifest(
-        block_size=block_size, minor_version=FULL_MINOR_VERSION if source is None else DELTA_MINOR_VERSION
+        block_size=settings.block_size, minor_version=FULL_MINOR_VERSION if source is None else DELTA_MINOR_VERSION
     )
-    if max_timestamp:
-        manifest.max_timestamp = max_timestamp
-    if security_patch_level:
-        manifest.security_patch_level = security_patch_level
-    workers = workers or os.cpu_count() or 1
+    if settings.max_timestamp:
+        manifest.max_timestamp = settings.max_timestamp
+    if settings.security_patch_level:
+        manifest.security_patch_level = settings.security_patch_level
+    workers = settings.workers or os.cpu_count() or 1
+    progress = _Progress(sum(Path(path).stat().st_size for path in target.values()), settings.progress)
     with tempfile.TemporaryFile(dir=out.parent, prefix=f".{out.name}.blobs.") as blobs:
-        offset = 0
+        writer = _BlobWriter(blobs)
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="payload-compress") as pool:
             for name, path in target.items():
                 partition = manifest.partitions.add(partition_name=name)
                 old = None if source is None else source.get(name)
-                offset = _write_partition(
-                    partition, Path(path), None if old is None else Path(old), block_size, chunk_size,
-                    compression, pool, workers, blobs, offset,
-                )  # fmt: skip
+                _write_partition(partition, Path(path), None if old is None else Path(old), settings, pool, workers,
+                                 writer, progress)  # fmt: skip
         serialized = manifest.SerializeToString()
         header = PayloadHeader(MAJOR_VERSION, len(serialized), 0)
         with AtomicOutput(out) as output:
@@ -143,28 +165,39 @@ def _write(
             output.commit()
 
 
+class _BlobWriter:
+    """The data area being built: blobs appended in operation order, and the offset of the next one."""
+
+    def __init__(self, blobs: IO[bytes]) -> None:
+        self.blobs = blobs
+        self.offset = 0
+
+    def append(self, data: bytes) -> int:
+        offset = self.offset
+        self.blobs.write(data)
+        self.offset += len(data)
+        return offset
+
+
 def _write_partition(
     partition: Any,
     image: Path,
     source: Path | None,
-    block_size: int,
-    chunk_size: int,
-    compression: str,
+    settings: _Settings,
     pool: ThreadPoolExecutor,
     workers: int,
-    blobs: IO[bytes],
-    offset: int,
-) -> int:
-    size = _image_size(image, block_size)
+    writer: _BlobWriter,
+    progress: _Progress,
+) -> None:
+    size = _image_size(image, settings.block_size)
     hasher = hashlib.sha256()
-    source_size = 0 if source is None else _image_size(source, block_size)
+    source_size = 0 if source is None else _image_size(source, settings.block_size)
     if source is not None:
         partition.old_partition_info.size = source_size
         partition.old_partition_info.hash = _file_sha256(source)
     pending: collections.deque[tuple[_Job, Future[EncodedChunk] | None]] = collections.deque()
 
     def finish_one() -> None:
-        nonlocal offset
         job, future = pending.popleft()
         operation = partition.operations.add()
         if future is None:
@@ -175,18 +208,17 @@ def _write_partition(
             encoded = future.result()
             operation.type = encoded.type
             if encoded.type != ZERO:
-                operation.data_offset = offset
+                operation.data_offset = writer.append(encoded.data)
                 operation.data_length = len(encoded.data)
                 operation.data_sha256_hash = hashlib.sha256(encoded.data).digest()
-                blobs.write(encoded.data)
-                offset += len(encoded.data)
         operation.dst_extents.add(start_block=job.start_block, num_blocks=job.num_blocks)
+        progress.advance(job.num_blocks * settings.block_size)
 
     with contextlib.ExitStack() as stack:
         new = stack.enter_context(open(image, "rb"))
         old = None if source is None else stack.enter_context(open(source, "rb"))
-        for job in _plan(new, old, size, source_size, block_size, chunk_size, hasher):
-            future = None if job.data is None else pool.submit(encode_chunk, job.data, compression)
+        for job in _plan(new, old, size, source_size, settings.block_size, settings.chunk_size, hasher):
+            future = None if job.data is None else pool.submit(encode_chunk, job.data, settings.compression)
             pending.append((job, future))
             while len(pending) > 2 * workers:
                 finish_one()
@@ -194,7 +226,6 @@ def _write_partition(
             finish_one()
     partition.new_partition_info.size = size
     partition.new_partition_info.hash = hasher.digest()
-    return offset
 
 
 def _plan(
