@@ -358,3 +358,49 @@ def test_garbage_and_truncations_never_raise_anything_but_payload_errors(
         read_payload(payload, offset=10, size=len(original))
     with pytest.raises(SealgateError):
         read_payload(tmp_path / "missing.bin")
+
+
+def _crafted(tmp_path: Path, key: PayloadKey, operations: list[tuple[str, bytes, int]], image: bytes) -> Path:
+    """A signed payload of one partition `image` whose operations (type, data, blocks) we choose."""
+    manifest = schema.DeltaArchiveManifest(block_size=4096, minor_version=0)
+    partition = manifest.partitions.add(partition_name="boot")
+    partition.new_partition_info.size = len(image)
+    partition.new_partition_info.hash = hashlib.sha256(image).digest()
+    blobs, block = b"", 0
+    for name, data, blocks in operations:
+        operation = partition.operations.add(type=schema.OPERATION_TYPES[name])
+        if data:
+            operation.data_offset, operation.data_length = len(blobs), len(data)
+            operation.data_sha256_hash = hashlib.sha256(data).digest()
+            blobs += data
+        operation.dst_extents.add(start_block=block, num_blocks=blocks)
+        block += blocks
+    serialized = manifest.SerializeToString()
+    (tmp_path / "crafted-unsigned.bin").write_bytes(PayloadHeader(2, len(serialized), 0).pack() + serialized + blobs)
+    sign_payload(tmp_path / "crafted-unsigned.bin", tmp_path / "crafted.bin", key.signer)
+    return tmp_path / "crafted.bin"
+
+
+def test_bzip2_and_discard_operations_apply_and_oversized_data_is_refused(tmp_path: Path, rsa_key: PayloadKey) -> None:
+    import bz2
+    import lzma
+
+    first = random.Random(8).randbytes(2 * BLOCK)
+    payload = _crafted(tmp_path, rsa_key, [("REPLACE_BZ", bz2.compress(first), 2), ("DISCARD", b"", 1)],
+                       first + bytes(BLOCK))  # fmt: skip
+    target = _apply(payload, tmp_path, rsa_key)
+    assert (target / "boot.img").read_bytes() == first + bytes(BLOCK)
+    # A blob that inflates past its extents (a small bomb) is refused, however valid its hash and signature.
+    bomb = lzma.compress(bytes(64 * BLOCK), format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC32)
+    payload = _crafted(tmp_path, rsa_key, [("REPLACE_XZ", bomb, 1)], bytes(BLOCK))
+    with pytest.raises(PayloadError, match="operation 0: the XZ data does not decode to exactly"):
+        _apply(payload, tmp_path, rsa_key)
+    # XZ with a check xz-embedded does not know (SHA-256) is refused as the device would.
+    sha = lzma.compress(bytes(BLOCK), format=lzma.FORMAT_XZ, check=lzma.CHECK_SHA256)
+    payload = _crafted(tmp_path, rsa_key, [("REPLACE_XZ", sha, 1)], bytes(BLOCK))
+    with pytest.raises(PayloadError, match="integrity check"):
+        _apply(payload, tmp_path, rsa_key)
+    # Data that decodes short of the extents is refused too.
+    payload = _crafted(tmp_path, rsa_key, [("REPLACE", bytes(BLOCK - 1), 1)], bytes(BLOCK))
+    with pytest.raises(PayloadError, match="decodes to 4095 bytes"):
+        _apply(payload, tmp_path, rsa_key)
