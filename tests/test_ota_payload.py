@@ -404,3 +404,29 @@ def test_bzip2_and_discard_operations_apply_and_oversized_data_is_refused(tmp_pa
     payload = _crafted(tmp_path, rsa_key, [("REPLACE", bytes(BLOCK - 1), 1)], bytes(BLOCK))
     with pytest.raises(PayloadError, match="decodes to 4095 bytes"):
         _apply(payload, tmp_path, rsa_key)
+
+
+def test_dynamic_partition_metadata_is_written_as_update_metadata_proto_says(tmp_path: Path) -> None:
+    from payload_tools import fields
+    from sealgate.ota.payload.writer import DynamicPartitions, PartitionGroup
+
+    images = make_images(tmp_path / "images")
+    dynamic = DynamicPartitions((PartitionGroup("google_dynamic_partitions", 1 << 30, ("system",)),),
+                                snapshot_enabled=True)  # fmt: skip
+    write_full_payload(images, tmp_path / "payload.bin", chunk_size=CHUNK, dynamic_partitions=dynamic)
+    data = (tmp_path / "payload.bin").read_bytes()
+    # DeltaArchiveManifest.dynamic_partition_metadata = 15 { groups = 1 { name 1, size 2, partition_names 3 },
+    # snapshot_enabled = 2 }
+    metadata = dict(fields(data[24 : layout(data).metadata_end]))[15]
+    assert isinstance(metadata, bytes)
+    parts = dict(fields(metadata))
+    group = parts[1]
+    assert isinstance(group, bytes)
+    assert fields(group) == [(1, b"google_dynamic_partitions"), (2, 1 << 30), (3, b"system")]
+    assert parts[2] == 1
+    assert read_payload(tmp_path / "payload.bin").to_json()["dynamic_partition_groups"] == [
+        {"name": "google_dynamic_partitions", "size": 1 << 30, "partitions": ["system"]}
+    ]
+    too_small = DynamicPartitions((PartitionGroup("small", BLOCK, ("system",)),))
+    with pytest.raises(UsageError, match="more than its"):
+        write_full_payload(images, tmp_path / "other.bin", dynamic_partitions=too_small)

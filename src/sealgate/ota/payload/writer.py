@@ -54,13 +54,16 @@ def write_full_payload(
     workers: int | None = None,
     security_patch_level: str | None = None,
     progress: Callable[[int, int], None] | None = None,
+    dynamic_partitions: DynamicPartitions | None = None,
 ) -> None:
     """Write an unsigned full payload updating each partition (name -> image file) to its image.
 
     `security_patch_level` (YYYY-MM-DD) goes into the manifest, where update_engine refuses an SPL downgrade;
-    `progress(done, total)` is called with image bytes read, for a progress bar.
+    `progress(done, total)` is called with image bytes read, for a progress bar; `dynamic_partitions` describes
+    the groups of `super` on devices that have one.
     """
-    settings = _Settings(block_size, compression, max_timestamp, chunk_size, workers, security_patch_level, progress)
+    settings = _Settings(block_size, compression, max_timestamp, chunk_size, workers, security_patch_level, progress,
+                         dynamic_partitions)  # fmt: skip
     _write(None, images, Path(out), settings)
 
 
@@ -76,14 +79,36 @@ def write_delta_payload(
     workers: int | None = None,
     security_patch_level: str | None = None,
     progress: Callable[[int, int], None] | None = None,
+    dynamic_partitions: DynamicPartitions | None = None,
 ) -> None:
     """Write an unsigned delta payload from the source images to the target images.
 
     Partitions in `target` but not in `source` get full operations (and no old_partition_info); partitions only in
-    `source` are not in the payload.
+    `source` are not in the payload. The options are `write_full_payload`'s.
     """
-    settings = _Settings(block_size, compression, max_timestamp, chunk_size, workers, security_patch_level, progress)
+    settings = _Settings(block_size, compression, max_timestamp, chunk_size, workers, security_patch_level, progress,
+                         dynamic_partitions)  # fmt: skip
     _write(source, target, Path(out), settings)
+
+
+@dataclass(frozen=True)
+class PartitionGroup:
+    """A group of dynamic partitions in `super`: its maximum size and the partitions in it."""
+
+    name: str
+    size: int
+    partitions: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class DynamicPartitions:
+    """The manifest's DynamicPartitionMetadata, which update_engine needs on a device with a `super` partition
+    (releasetools fills it from the build's dynamic_partitions_info.txt)."""
+
+    groups: tuple[PartitionGroup, ...]
+    snapshot_enabled: bool = False
+    vabc_enabled: bool = False
+    vabc_compression_param: str | None = None
 
 
 @dataclass(frozen=True)
@@ -95,6 +120,7 @@ class _Settings:
     workers: int | None
     security_patch_level: str | None
     progress: Callable[[int, int], None] | None
+    dynamic_partitions: DynamicPartitions | None
 
     def check(self) -> None:
         check_compression(self.compression)
@@ -145,6 +171,8 @@ def _write(source: Mapping[str, Path] | None, target: Mapping[str, Path], out: P
         manifest.max_timestamp = settings.max_timestamp
     if settings.security_patch_level:
         manifest.security_patch_level = settings.security_patch_level
+    if settings.dynamic_partitions is not None:
+        _set_dynamic_partitions(manifest, settings.dynamic_partitions, target)
     workers = settings.workers or os.cpu_count() or 1
     progress = _Progress(sum(Path(path).stat().st_size for path in target.values()), settings.progress)
     with tempfile.TemporaryFile(dir=out.parent, prefix=f".{out.name}.blobs.") as blobs:
@@ -163,6 +191,25 @@ def _write(source: Mapping[str, Path] | None, target: Mapping[str, Path], out: P
             while chunk := blobs.read(_COPY_STEP):
                 _write_all(output.fd, chunk)
             output.commit()
+
+
+def _set_dynamic_partitions(manifest: Any, dynamic: DynamicPartitions, target: Mapping[str, Path]) -> None:
+    metadata = manifest.dynamic_partition_metadata
+    seen: set[str] = set()
+    for group in dynamic.groups:
+        missing = [name for name in group.partitions if name not in target]
+        if missing or seen & set(group.partitions):
+            raise UsageError(f"group {group.name!r}: partitions not in the payload or in two groups: {missing}")
+        seen.update(group.partitions)
+        total = sum(Path(target[name]).stat().st_size for name in group.partitions)
+        if total > group.size:
+            raise UsageError(f"group {group.name!r}: its partitions need {total} bytes, more than its {group.size}")
+        metadata.groups.add(name=group.name, size=group.size, partition_names=list(group.partitions))
+    metadata.snapshot_enabled = dynamic.snapshot_enabled
+    if dynamic.vabc_enabled:
+        metadata.vabc_enabled = True
+    if dynamic.vabc_compression_param:
+        metadata.vabc_compression_param = dynamic.vabc_compression_param
 
 
 class _BlobWriter:
