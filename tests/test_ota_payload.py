@@ -430,3 +430,14 @@ def test_dynamic_partition_metadata_is_written_as_update_metadata_proto_says(tmp
     too_small = DynamicPartitions((PartitionGroup("small", BLOCK, ("system",)),))
     with pytest.raises(UsageError, match="more than its"):
         write_full_payload(images, tmp_path / "other.bin", dynamic_partitions=too_small)
+
+
+def test_without_zero_operations_zero_chunks_are_compressed_like_delta_generator(
+    tmp_path: Path, rsa_key: PayloadKey
+) -> None:
+    images = make_images(tmp_path / "images")
+    write_full_payload(images, tmp_path / "unsigned.bin", chunk_size=CHUNK, zero_operations=False)
+    payload = read_payload(tmp_path / "unsigned.bin")
+    assert all("ZERO" not in summary.operation_counts for summary in payload.partitions)
+    sign_payload(tmp_path / "unsigned.bin", tmp_path / "payload.bin", rsa_key.signer)
+    _same(images, _apply(tmp_path / "payload.bin", tmp_path, rsa_key))

@@ -2,11 +2,14 @@
 
 A full payload is what delta_generator writes without --old_partitions (payload_generator/full_update_generator.cc,
 payload_file.cc): minor version 0, each partition cut into 2 MiB chunks, each chunk the smallest of REPLACE and
-the chosen compression, or ZERO when all zeros; every operation with data carries data_sha256_hash; the data blobs
-follow each other in partition and operation order; new_partition_info has the image's size and SHA-256. A delta
-payload copies the blocks that are unchanged at the same place in the source image (SOURCE_COPY with
-src_sha256_hash) and replaces the rest, and records old_partition_info; it is deliberately simple (no bsdiff or
-puffdiff), enough for incremental OTAs whose operations update_engine applies.
+the chosen compression; every operation with data carries data_sha256_hash; the data blobs follow each other in
+partition and operation order; new_partition_info has the image's size and SHA-256. All-zero chunks become ZERO
+operations (no data). delta_generator keeps ZERO for delta payloads (payload_generation_config.cc,
+OperationAllowed: clients before minor version 4 mishandled it), while DeltaPerformer::PerformOperation applies
+ZERO in any payload; `zero_operations=False` gives delta_generator's choice. A delta payload copies the blocks
+that are unchanged at the same place in the source image (SOURCE_COPY with src_sha256_hash) and replaces the
+rest, and records old_partition_info; it is deliberately simple (no bsdiff or puffdiff), enough for incremental
+OTAs whose operations update_engine applies.
 
 Images are streamed: chunks are compressed on every core (lzma and zstd release the GIL) with a bounded number in
 flight, blobs go to a temporary file beside the output, and the header and manifest are written in front of them
@@ -55,15 +58,17 @@ def write_full_payload(
     security_patch_level: str | None = None,
     progress: Callable[[int, int], None] | None = None,
     dynamic_partitions: DynamicPartitions | None = None,
+    zero_operations: bool = True,
 ) -> None:
     """Write an unsigned full payload updating each partition (name -> image file) to its image.
 
     `security_patch_level` (YYYY-MM-DD) goes into the manifest, where update_engine refuses an SPL downgrade;
     `progress(done, total)` is called with image bytes read, for a progress bar; `dynamic_partitions` describes
-    the groups of `super` on devices that have one.
+    the groups of `super` on devices that have one. `zero_operations=False` encodes all-zero chunks like any other
+    (compressed), which is what delta_generator does in full payloads (see the module docstring).
     """
     settings = _Settings(block_size, compression, max_timestamp, chunk_size, workers, security_patch_level, progress,
-                         dynamic_partitions)  # fmt: skip
+                         dynamic_partitions, zero_operations)  # fmt: skip
     _write(None, images, Path(out), settings)
 
 
@@ -80,6 +85,7 @@ def write_delta_payload(
     security_patch_level: str | None = None,
     progress: Callable[[int, int], None] | None = None,
     dynamic_partitions: DynamicPartitions | None = None,
+    zero_operations: bool = True,
 ) -> None:
     """Write an unsigned delta payload from the source images to the target images.
 
@@ -87,7 +93,7 @@ def write_delta_payload(
     `source` are not in the payload. The options are `write_full_payload`'s.
     """
     settings = _Settings(block_size, compression, max_timestamp, chunk_size, workers, security_patch_level, progress,
-                         dynamic_partitions)  # fmt: skip
+                         dynamic_partitions, zero_operations)  # fmt: skip
     _write(source, target, Path(out), settings)
 
 
@@ -121,6 +127,7 @@ class _Settings:
     security_patch_level: str | None
     progress: Callable[[int, int], None] | None
     dynamic_partitions: DynamicPartitions | None
+    zero_operations: bool
 
     def check(self) -> None:
         check_compression(self.compression)
@@ -265,7 +272,11 @@ def _write_partition(
         new = stack.enter_context(open(image, "rb"))
         old = None if source is None else stack.enter_context(open(source, "rb"))
         for job in _plan(new, old, size, source_size, settings.block_size, settings.chunk_size, hasher):
-            future = None if job.data is None else pool.submit(encode_chunk, job.data, settings.compression)
+            future = (
+                None
+                if job.data is None
+                else pool.submit(encode_chunk, job.data, settings.compression, settings.zero_operations)
+            )
             pending.append((job, future))
             while len(pending) > 2 * workers:
                 finish_one()
