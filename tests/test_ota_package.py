@@ -383,3 +383,20 @@ def test_info_checks_the_size_payload_metadata_bin_stands_for(tmp_path: Path) ->
             archive.writestr(METADATA_NAME, f"ota-property-files=payload_metadata.bin:{offset}:{size}\nota-type=AB\n")
         tokens = read_info(path).property_files["ota-property-files"]
         assert [(token.name, token.matches) for token in tokens] == [("payload_metadata.bin", matches)]
+
+
+def test_ota_sign_refuses_to_move_entries_the_property_files_name(tmp_path: Path) -> None:
+    """An old JAR signature file in front of payload.bin is dropped by signing, which would move payload.bin."""
+    _, _, payload = _payload(tmp_path)
+    path = tmp_path / "old-signature-first.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("META-INF/CERT.SF", "an old JAR signature file")
+        archive.writestr("payload.bin", payload)
+        info = archive.getinfo("payload.bin")
+        offset = info.header_offset + 30 + len("payload.bin")
+        archive.writestr(METADATA_NAME, f"ota-streaming-property-files=payload.bin:{offset}:{len(payload)}\n")
+    assert read_info(path).property_files["ota-streaming-property-files"][0].matches
+    signer, _, _ = _signer("rsa", tmp_path)
+    with pytest.raises(OtaFormatError, match=r"would move entries the property files point at \(payload\.bin\)"):
+        sign_package(path, tmp_path / "signed.zip", signer)
+    assert not (tmp_path / "signed.zip").exists()
