@@ -400,3 +400,16 @@ def test_ota_sign_refuses_to_move_entries_the_property_files_name(tmp_path: Path
     with pytest.raises(OtaFormatError, match=r"would move entries the property files point at \(payload\.bin\)"):
         sign_package(path, tmp_path / "signed.zip", signer)
     assert not (tmp_path / "signed.zip").exists()
+
+
+def test_output_cannot_replace_an_input_and_duplicate_entries_are_refused(tmp_path: Path) -> None:
+    payload, properties, data = _payload(tmp_path)
+    with pytest.raises(UsageError, match="its own inputs"):
+        build_ab_package(payload, payload=payload, payload_properties=properties, metadata=_metadata())  # type: ignore[arg-type]
+    assert payload.read_bytes() == data
+    twice = tmp_path / "twice.zip"
+    with zipfile.ZipFile(twice, "w") as archive, pytest.warns(UserWarning, match="Duplicate name"):
+        archive.writestr("payload.bin", data)
+        archive.writestr("payload.bin", b"CrAU" + bytes(100))
+    with pytest.raises(OtaFormatError, match=r"payload\.bin"):
+        entry_data_range(twice, "payload.bin")

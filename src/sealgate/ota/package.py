@@ -122,6 +122,9 @@ def build_ab_package(
         raise UsageError(f"an A/B package needs ota type AB, not {metadata.ota_type}")
     metadata.check()
     extras = _ordered_extras(extra_entries)
+    inputs = {Path(path).resolve() for path in (payload, payload_properties, *extra_entries.values())}
+    if Path(out).resolve() in inputs:
+        raise UsageError(f"the package {os.fspath(out)} would replace one of its own inputs")
     header = _payload_header(payload)
     properties = _payload_properties(payload_properties, metadata)
     with AtomicOutput(out) as output:
@@ -145,6 +148,8 @@ def entry_data_range(path: Path, name: str) -> tuple[int, int]:
     except SealgateError as exc:
         raise OtaFormatError(f"{os.fspath(path)} is not a ZIP archive: {exc}") from None
     with archive:
+        if archive.violations:
+            raise OtaFormatError(f"{os.fspath(path)}: {archive.violations[0].message}")
         entry = archive.entry(name)
         if entry is None:
             raise OtaFormatError(f"{os.fspath(path)} has no entry {name!r}")
