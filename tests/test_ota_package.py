@@ -80,7 +80,8 @@ def _check_tokens(path: Path, payload: bytes) -> dict[str, list[str]]:
                 start, length = int(offset), int(size)
                 names[key].append(name)
                 if name == "payload_metadata.bin":
-                    assert file_bytes[start : start + length] == payload[: 24 + len(MANIFEST) + len(SIGNATURE)]
+                    _, _, manifest_size, signature_size = struct.unpack(">4sQQI", payload[:24])
+                    assert file_bytes[start : start + length] == payload[: 24 + manifest_size + signature_size]
                     continue
                 info = by_base[name]
                 assert info.compress_type == zipfile.ZIP_STORED
