@@ -46,7 +46,7 @@ def new_staging(device_directory: Path) -> Path:
     """A fresh, empty directory next to the slots, for an update to be written into."""
     root = slots_root(device_directory)
     try:
-        root.mkdir(exist_ok=True)
+        root.mkdir(parents=True, exist_ok=True)
         return Path(tempfile.mkdtemp(prefix=_STAGING_PREFIX, dir=root))
     except OSError as exc:
         raise DeviceError(f"cannot make a staging directory in {root}: {exc.strerror}") from exc
