@@ -81,6 +81,8 @@ class Faults:
 
     #: Send only this many body bytes of the next response, then close the connection.
     truncate_next: int | None = None
+    #: The same for the next response for one path only (path -> bytes sent).
+    truncate_path: dict[str, int] = field(default_factory=dict)
     #: Flip a byte of every response body.
     corrupt: bool = False
     ignore_range: bool = False
@@ -132,6 +134,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Accept-Ranges", "bytes")
         self.end_headers()
+        path = self.path.lstrip("/")
+        if path in faults.truncate_path:
+            faults.truncate_next = faults.truncate_path.pop(path)
         if faults.truncate_next is not None:
             body, faults.truncate_next = body[: faults.truncate_next], None
             self.wfile.write(body)
