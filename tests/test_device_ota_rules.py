@@ -354,3 +354,89 @@ def test_boot_through_the_gate_wipes_data_once(tmp_path: Path, ota_key: Path) ->
         assert updater.status().rollback_index == 5 and updater.status().installed == new
     with Device.open(tmp_path / "phone") as device:
         assert device.packages() == []
+
+
+# --- the apply gate with stand-ins for the payload and metadata layers (the real ones: test_device_ota.py) ---
+
+
+@pytest.fixture
+def gate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
+    """A device, a package signed by its OTA key (real whole-file signature), and stand-in payload/metadata readers."""
+    import zipfile
+
+    import sealgate.device.updater as updater_module
+    from sealgate.errors import OtaFormatError
+    from sealgate.ota.signer import sign_package
+
+    key = make_ota_key(tmp_path / "keys", "release")
+    stranger = make_ota_key(tmp_path / "keys", "stranger")
+    images = write_images(tmp_path / "factory", b"v1", {"boot": 8192, "system": 8192})
+    assert main(init_args(tmp_path / "phone", images, key.cert_path)) == 0
+    unsigned = tmp_path / "unsigned.zip"
+    with zipfile.ZipFile(unsigned, "w") as archive:
+        archive.writestr("payload.bin", b"CrAU stand-in")
+    packages = {}
+    for name, signer in (("good", key), ("stranger", stranger)):
+        packages[name] = tmp_path / f"{name}.zip"
+        sign_package(unsigned, packages[name], signer.signer)
+    written = write_images(tmp_path / "v2", b"v2", {"system": 8192})
+    behaviour: dict[str, object] = {"metadata": Meta(), "fail": None}
+
+    def fake_apply(payload: Path, target: Path, **options: object) -> None:
+        assert options["source_dir"] is not None and options["public_keys"]
+        (target / "system.img").write_bytes((written / "system.img").read_bytes())
+        if behaviour["fail"]:
+            raise OtaFormatError(str(behaviour["fail"]))
+
+    monkeypatch.setattr(updater_module, "read_package_metadata", lambda path: behaviour["metadata"])
+    monkeypatch.setattr(updater_module, "entry_data_range", lambda path, name: (0, 13))
+    monkeypatch.setattr(updater_module, "_payload_properties", lambda path: None)
+    monkeypatch.setattr(updater_module, "apply_payload", fake_apply)
+    return {"phone": tmp_path / "phone", "packages": packages, "behaviour": behaviour, "images": images,
+            "written": written}  # fmt: skip
+
+
+def test_apply_writes_the_inactive_slot_and_keeps_untouched_partitions(gate: dict[str, object]) -> None:
+    phone, packages, images, written = gate["phone"], gate["packages"], gate["images"], gate["written"]
+    assert isinstance(phone, Path) and isinstance(packages, dict) and isinstance(images, Path)
+    assert isinstance(written, Path)
+    with Updater.open(phone) as updater:
+        decision = updater.apply(packages["good"])
+        assert (decision.accepted, decision.code) == (True, "UPDATE"), decision
+        slot_b = updater.slot_directory("b")
+        assert slot_b is not None
+        assert (slot_b / "system.img").read_bytes() == (written / "system.img").read_bytes()
+        assert (slot_b / "boot.img").read_bytes() == (images / "boot.img").read_bytes()  # copied from slot a
+        state = updater.status()
+        assert (state.current_slot, state.active_slot) == ("a", "b")
+        assert state.slot("b").build is not None and state.slot("b").build.fingerprint == FP2
+    assert sorted(p.name for p in (phone / "slots").iterdir() if p.name.startswith(".staging")) == []
+
+
+@pytest.mark.parametrize("case", ["stranger", "payload", "rules", "commit"])
+def test_apply_refusals_and_failures_change_nothing(
+    gate: dict[str, object], case: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    phone, packages, behaviour = gate["phone"], gate["packages"], gate["behaviour"]
+    assert isinstance(phone, Path) and isinstance(packages, dict) and isinstance(behaviour, dict)
+    before = snapshot(phone)
+    with Updater.open(phone) as updater:
+        if case == "stranger":
+            assert updater.apply(packages["stranger"]).code == "NOT_VERIFIED"
+        elif case == "payload":
+            behaviour["fail"] = "the payload signature does not verify"
+            decision = updater.apply(packages["good"])
+            assert decision.code == "PAYLOAD_REFUSED" and "signature" in decision.reason
+        elif case == "rules":
+            behaviour["metadata"] = Meta(pre_device=["walleye"])
+            assert updater.apply(packages["good"]).code == "WRONG_DEVICE"
+        else:
+            from sealgate.device.state import DeviceState
+
+            def broken(self: DeviceState, state: OtaState) -> None:
+                raise DeviceError("the disk is full")
+
+            monkeypatch.setattr(DeviceState, "put_ota_state", broken)
+            with pytest.raises(DeviceError, match="disk is full"):
+                updater.apply(packages["good"])
+    assert snapshot(phone) == before
