@@ -7,15 +7,24 @@ bundles must mean one thing only, so objects with a repeated key are refused ins
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
 import tempfile
+from collections.abc import Iterator
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
+_COPY_BLOCK = 1 << 20
+
 
 class DuplicateKeyError(ValueError):
     """A JSON object names the same key twice."""
+
+
+class ChangedWhileCopyingError(OSError):
+    """A file's bytes were not the size and hash the caller had checked when it was copied."""
 
 
 def fsync_directory(directory: str | os.PathLike[str]) -> None:
@@ -66,3 +75,52 @@ def replace_file(path: str | os.PathLike[str], data: bytes, *, mode: int = 0o644
             os.unlink(tmp_path)
         raise
     fsync_directory(directory)
+
+
+def copy_checked(source: str | os.PathLike[str], target: str | os.PathLike[str], sha256: str, size: int) -> bool:
+    """Copy `source` to `target` (read-only) unless `target` exists; True when copied.
+
+    For content-addressed stores that publish what was checked: the copy is hashed as it is written, fsynced and
+    renamed into place only when it has the `sha256` and `size` the caller checked (ChangedWhileCopyingError
+    otherwise). OSError on any failure, with `target` absent and no partial file left behind. The caller fsyncs
+    the target's directory.
+    """
+    destination = Path(target)
+    if destination.is_file():
+        return False
+    partial = destination.with_name(f".{destination.name}.partial")
+    hasher = hashlib.sha256()
+    written = 0
+    try:
+        with open(source, "rb", buffering=0) as reader, open(partial, "wb", buffering=0) as writer:
+            buffer = bytearray(_COPY_BLOCK)
+            view = memoryview(buffer)
+            while count := reader.readinto(buffer):
+                hasher.update(view[:count])
+                writer.write(view[:count])
+                written += count
+            os.fchmod(writer.fileno(), 0o444)
+            os.fsync(writer.fileno())
+        if (hasher.hexdigest(), written) != (sha256, size):
+            raise ChangedWhileCopyingError(f"{os.fspath(source)} changed while it was being copied")
+        os.rename(partial, destination)
+    finally:
+        with suppress(OSError):
+            partial.unlink()
+    return True
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str | os.PathLike[str], busy: Exception) -> Iterator[None]:
+    """Hold an flock on `path` (created if needed) for the block; raise `busy` at once if another process holds it."""
+    import fcntl
+
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise busy from None
+        yield
+    finally:
+        os.close(fd)

@@ -103,3 +103,19 @@ class MetadataError(RepoError):
 
 class OtaFormatError(FormatError):
     """An OTA package cannot be read or signed: not a ZIP archive, or a signature that does not fit."""
+
+
+class ChannelFormatError(FormatError):
+    """An OTA channel file is malformed: not JSON, a repeated key, an unknown field, a wrong type or value.
+
+    `code` names the kind of problem ("not-json", "duplicate-key", "unknown-field", "missing-field", "wrong-type",
+    "bad-value") so that callers and tests can tell them apart without matching sentences.
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        self.code = code
+        super().__init__(message)
+
+
+class ReleaseError(SealgateError):
+    """An OS release cannot be prepared or published: a refused package, a broken chain, a rollback, a failed write."""

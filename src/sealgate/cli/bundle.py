@@ -45,6 +45,15 @@ def bundle() -> None:
     help="An APK to sign with ROLE's key (repeatable).",
 )
 @click.option(
+    "--ota",
+    "otas",
+    multiple=True,
+    nargs=2,
+    type=(click.Path(dir_okay=False, exists=True, path_type=Path), str),
+    metavar="FILE ROLE",
+    help="An OTA package to whole-file sign (signapk -w's form) with ROLE's key, e.g. update.zip ota (repeatable).",
+)
+@click.option(
     "--file",
     "files",
     multiple=True,
@@ -73,8 +82,8 @@ def bundle() -> None:
     "metas",
     multiple=True,
     metavar="KEY=VALUE",
-    help="Metadata for the items given with --apk/--file/--digest: description, version, device, previous_release, "
-    "changes (repeatable).",
+    help="Metadata for the items given with --apk/--ota/--file/--digest: description, version, device, "
+    "previous_release, changes (repeatable).",
 )
 @click.option(
     "--apk-option",
@@ -83,12 +92,13 @@ def bundle() -> None:
     metavar="KEY=VALUE",
     help="APK signing option for every --apk item: v1, v2, v3, v31 (on/off), min_sdk, max_sdk, ... (repeatable).",
 )
-@click.option("--purpose", help="Purpose recorded for every --apk/--file/--digest item (default by kind).")
+@click.option("--purpose", help="Purpose recorded for every --apk/--ota/--file/--digest item (default by kind).")
 @click.option("--requester", help="Who asks for the signatures (default: user@host).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def create_command(
     out: Path,
     apks: tuple[tuple[Path, str], ...],
+    otas: tuple[tuple[Path, str], ...],
     files: tuple[tuple[Path, str, str], ...],
     digests: tuple[tuple[str, str, str, str], ...],
     items_file: Path | None,
@@ -107,6 +117,8 @@ def create_command(
     specs: list[ItemSpec] = []
     for path, role in apks:
         specs.append(ItemSpec("apk", role, path=path, purpose=purpose, apk_options=apk_options, metadata=metadata))
+    for path, role in otas:
+        specs.append(ItemSpec("ota", role, path=path, purpose=purpose, metadata=metadata))
     for path, role, algorithm in files:
         specs.append(
             ItemSpec("file", role, path=path, algorithm=parse_algorithm(algorithm), purpose=purpose, metadata=metadata)
@@ -126,7 +138,7 @@ def create_command(
     if items_file is not None:
         specs += _specs_from_file(items_file)
     if not specs:
-        raise UsageError("nothing to sign: give --apk, --file, --digest or --from")
+        raise UsageError("nothing to sign: give --apk, --ota, --file, --digest or --from")
     request, digest = create_request(out, specs, requester=requester or _default_requester())
     if as_json:
         click.echo(json.dumps({"bundle": str(out), "request_sha256": digest, **request.to_json()}))
@@ -216,6 +228,8 @@ def _request_text(file: Path, request: SigningRequest, digest: str) -> str:
     ]
     for item in request.items:
         how: Any = item.algorithm.value if item.algorithm is not None else (dict(item.apk_options) or "defaults")
+        if item.kind == "ota":
+            how = "whole-file signature"
         lines.append(f"  [{item.id}] {item.name} ({item.kind}) for {item.role}, {how}, purpose {item.purpose}")
         lines.append(f"      sha256 {item.sha256}" + (f", {item.size} bytes" if item.size is not None else ""))
         for key, value in item.metadata.to_json().items():

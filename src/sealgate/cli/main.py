@@ -30,6 +30,7 @@ LAZY_COMMANDS = {
     "device": "sealgate.cli.device:device",
     "repo": "sealgate.cli.repo:repo",
     "ota": "sealgate.cli.ota:ota",
+    "release": "sealgate.cli.release:release",
 }
 
 

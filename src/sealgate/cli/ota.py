@@ -103,11 +103,23 @@ def info_command(file: Path, as_json: bool) -> int:
         for token in tokens:
             state = "ok" if token.matches else "DOES NOT MATCH the entry"
             click.echo(f"    {token.name} at {token.offset}, {token.size} bytes: {state}")
+    if info.ota_metadata is not None:
+        click.echo(f"  parsed from {info.metadata_source}: {_describe(info.ota_metadata.to_json())}")
     if info.claimed_signer is not None:
         click.echo(f"  whole-file signature claims {info.claimed_signer.sha256} (verify with `ota verify`)")
     elif not info.whole_file_signed:
         click.echo("  no whole-file signature")
     return EXIT_OK
 
+
+def _describe(metadata: dict[str, object]) -> str:
+    """The metadata's fields that are set, `name=value` on one line (property files are listed above)."""
+    shown = [f"{key}={value}" for key, value in metadata.items() if value not in (None, [], {}, False, 0)]
+    return ", ".join(item for item in shown if not item.startswith("property_files="))
+
+
+from sealgate.cli.ota_package import package_command  # noqa: E402  (registered here: one line, see COMMON)
+
+ota.add_command(package_command)
 
 __all__ = ["ota"]

@@ -45,10 +45,17 @@ MAX_MANIFEST_SIZE = 16 * 1024 * 1024
 MAX_ED25519_FILE = 64 * 1024 * 1024
 CHUNK = 1024 * 1024
 
-Kind = Literal["apk", "file", "digest"]
-KINDS: tuple[Kind, ...] = ("apk", "file", "digest")
+Kind = Literal["apk", "ota", "file", "digest"]
+KINDS: tuple[Kind, ...] = ("apk", "ota", "file", "digest")
+#: Kinds whose signed artifact comes back whole (not a detached signature), signed as its format prescribes.
+SIGNED_IN_PLACE: tuple[Kind, ...] = ("apk", "ota")
 METADATA_KEYS = ("description", "version", "device", "previous_release", "changes")
-DEFAULT_PURPOSE: dict[str, str] = {"apk": "apk", "file": "detached-signature", "digest": "detached-signature"}
+DEFAULT_PURPOSE: dict[str, str] = {
+    "apk": "apk",
+    "ota": "ota-package",
+    "file": "detached-signature",
+    "digest": "detached-signature",
+}
 
 _HEX32 = re.compile(r"^[0-9a-f]{32}$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -125,13 +132,24 @@ class ItemMetadata:
         return cls(**fields)
 
 
+#: The fields an item of each kind has besides the common ones.
+_KIND_FIELDS: dict[str, set[str]] = {
+    "apk": {"apk_options"},
+    "ota": set(),
+    "file": {"algorithm"},
+    "digest": {"algorithm"},
+}
+
+
 @dataclass(frozen=True, slots=True)
 class RequestItem:
     """One thing to sign.
 
     kind "apk": sign the APK payload with the role's key (`apk_options` are `ApkSigningOptions` fields); the signed
-    APK comes back. kind "file": a detached signature over the payload with `algorithm`. kind "digest": a detached
-    signature over `sha256` itself (the SHA-256 of data that stays online, e.g. TUF metadata), no payload.
+    APK comes back. kind "ota": an OTA package whole-file signed with the role's key (`signapk -w`'s form, the hash
+    the certificate names); the signed package comes back. kind "file": a detached signature over the payload with
+    `algorithm`. kind "digest": a detached signature over `sha256` itself (the SHA-256 of data that stays online,
+    e.g. TUF metadata), no payload.
     """
 
     id: str
@@ -151,8 +169,8 @@ class RequestItem:
 
     @property
     def output_name(self) -> str:
-        """The file `apply` writes: the signed APK under its own name, a signature as NAME.sig."""
-        return self.name if self.kind == "apk" else f"{self.name}.sig"
+        """The file `apply` writes: the signed APK or OTA package under its own name, a signature as NAME.sig."""
+        return self.name if self.kind in SIGNED_IN_PLACE else f"{self.name}.sig"
 
     def to_json(self) -> dict[str, Any]:
         obj: dict[str, Any] = {
@@ -167,7 +185,7 @@ class RequestItem:
         }
         if self.kind == "apk":
             obj["apk_options"] = dict(self.apk_options)
-        else:
+        elif self.kind != "ota":
             assert self.algorithm is not None
             obj["algorithm"] = self.algorithm.value
         return obj
@@ -179,7 +197,7 @@ class RequestItem:
         if kind not in KINDS:
             raise BundleError(f"{where}.kind must be one of {', '.join(KINDS)}, not {kind!r}")
         common = {"id", "kind", "name", "sha256", "size", "role", "purpose", "metadata"}
-        _only(fields, common | ({"apk_options"} if kind == "apk" else {"algorithm"}), where)
+        _only(fields, common | _KIND_FIELDS[kind], where)
         item_id = _match(fields["id"], _ITEM_ID, f"{where}.id", "lowercase letters, digits, '-' and '_'")
         size = fields["size"]
         if kind == "digest":
@@ -191,7 +209,7 @@ class RequestItem:
         options: dict[str, bool | int | None] = {}
         if kind == "apk":
             options = check_apk_options(_object(fields["apk_options"], f"{where}.apk_options"), f"{where}.apk_options")
-        else:
+        elif kind != "ota":
             algorithm = parse_algorithm(fields["algorithm"], f"{where}.algorithm")
         item = cls(
             id=item_id,
@@ -817,6 +835,11 @@ def build_item(spec: ItemSpec, item_id: str) -> RequestItem:
             raise BundleError(f"{where}: an APK is signed with the schemes its options choose, not --algorithm")
         assert spec.path is not None
         _check_apk(spec.path)
+    elif spec.kind == "ota":
+        if spec.algorithm is not None or spec.apk_options:
+            raise BundleError(f"{where}: an OTA package is signed with the hash its certificate names, not --algorithm")
+        assert spec.path is not None
+        _check_ota(spec.path)
     elif spec.algorithm is None:
         raise BundleError(f"{where}: a {spec.kind} item needs a signature algorithm")
     item = RequestItem(
@@ -842,6 +865,17 @@ def _check_apk(path: Path) -> None:
                 raise BundleError(f"{path} is not an APK: it has no AndroidManifest.xml")
     except ZipFormatError as exc:
         raise BundleError(f"{path} is not an APK: {exc}") from exc
+
+
+def _check_ota(path: Path) -> None:
+    from sealgate.ota.info import METADATA
+
+    try:
+        with ZipArchive.open(path) as archive:
+            if archive.entry(METADATA) is None:
+                raise BundleError(f"{path} is not an OTA package: it has no {METADATA}")
+    except ZipFormatError as exc:
+        raise BundleError(f"{path} is not an OTA package: {exc}") from exc
 
 
 def create_request(

@@ -2,15 +2,17 @@
 
 Offline, `SigningSession.prepare` refuses to start on a machine with a network interface up, checks the request
 bundle's integrity and the signing record's chain, and builds the summary the custodian confirms: every item with
-its role, the fingerprint of the key that will sign it, what the APK itself declares (read from the payload, not
-from the request's claims) and the requester's metadata. Nothing is signed before `sign` is called with the
+its role, the fingerprint of the key that will sign it, what the APK or OTA package itself declares (read from the
+payload, not from the request's claims) and the requester's metadata. Nothing is signed before `sign` is called with the
 passphrase, and every key needed is unlocked and every item checked before the first signature, so a wrong
 passphrase or an unusable algorithm leaves no half-signed response. Each signature is appended to the record as it
 is made; the response bundle is written atomically last.
 
 Online, `apply_response` trusts nothing in the response but what it can check against the request it holds and the
 public keys exported from the keystore: the response must name that request's id and digest, every output must be
-signed by the role's certificate, a signed APK must carry exactly the files of the unsigned one, and the record
+signed by the role's certificate, a signed APK must carry exactly the files of the unsigned one, a signed OTA
+package must pass recovery's whole-file verification with the role's certificate alone and carry exactly the
+entries that were sent (plus the otacert signing adds), and the record
 entries must be an untouched piece of the chain that describes exactly these signatures. Only when every item
 passes are the results moved into place; otherwise nothing is written.
 """
@@ -24,7 +26,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -100,10 +102,35 @@ class ApkFacts:
 
 
 @dataclass(frozen=True, slots=True)
+class OtaFacts:
+    """What an OTA package's metadata declares (read on the offline machine, whatever the request claims)."""
+
+    ota_type: str | None
+    pre_device: str | None
+    pre_build: str | None
+    post_build: str | None
+    post_timestamp: str | None
+    post_security_patch_level: str | None
+    already_signed: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ota_type": self.ota_type,
+            "pre_device": self.pre_device,
+            "pre_build": self.pre_build,
+            "post_build": self.post_build,
+            "post_timestamp": self.post_timestamp,
+            "post_security_patch_level": self.post_security_patch_level,
+            "already_signed": self.already_signed,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class ItemSummary:
     item: RequestItem
     certificate: Certificate
     apk: ApkFacts | None = None
+    ota: OtaFacts | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -112,6 +139,7 @@ class ItemSummary:
             "certificate_subject": self.certificate.subject,
             "key": self.certificate.key_description,
             "apk": self.apk.to_json() if self.apk is not None else None,
+            "ota": self.ota.to_json() if self.ota is not None else None,
         }
 
 
@@ -160,6 +188,8 @@ class SigningSummary:
             lines.append(f"[{number}] {item.name} ({item.kind}{size})")
             lines.append(f"    sha256     {item.sha256}")
             how = f"APK signature ({_options_text(item.apk_options)})" if item.kind == "apk" else None
+            if item.kind == "ota":
+                how = f"whole-file OTA signature (signapk -w, {ota_algorithm(summary.certificate)})"
             if how is None:
                 assert item.algorithm is not None
                 over = "the digest above" if item.kind == "digest" else "the file"
@@ -173,6 +203,16 @@ class SigningSummary:
                 lines.append(f"    APK says   package {apk.package}, version {version}, minSdk {apk.min_sdk}")
                 if apk.already_signed:
                     lines.append("               (it already carries a signature, which will be replaced)")
+            if summary.ota is not None:
+                ota = summary.ota
+                lines.append(f"    OTA says   device {ota.pre_device or '?'}, {ota.ota_type or '?'} update")
+                lines.append(f"               to {ota.post_build or '?'}")
+                spl = ota.post_security_patch_level or "?"
+                lines.append(f"               timestamp {ota.post_timestamp or '?'}, security patch {spl}")
+                if ota.pre_build:
+                    lines.append(f"               incremental from {ota.pre_build}")
+                if ota.already_signed:
+                    lines.append("               (it already carries a whole-file signature, which will be replaced)")
             labels = {
                 "description": "what",
                 "version": "version",
@@ -283,7 +323,15 @@ class SigningSession:
                 for item in bundle.request.items:
                     certificate = keys.certificate(item.role)
                     apk = None
-                    if item.kind == "apk":
+                    ota = None
+                    if item.kind == "ota":
+                        path = Path(work.name) / f"in-{item.id}.zip"
+                        with open(path, "xb") as handle:
+                            bundle.copy_payload(item, handle)
+                        extracted[item.id] = path
+                        ota = _ota_facts(path, item)
+                        ota_algorithm(certificate, item)
+                    elif item.kind == "apk":
                         path = Path(work.name) / f"in-{item.id}.apk"
                         with open(path, "xb") as handle:
                             bundle.copy_payload(item, handle)
@@ -293,7 +341,7 @@ class SigningSession:
                     else:
                         assert item.algorithm is not None
                         _check_algorithm(item, certificate, item.algorithm)
-                    summaries.append(ItemSummary(item, certificate, apk))
+                    summaries.append(ItemSummary(item, certificate, apk, ota))
                 summary = SigningSummary(
                     bundle=os.fspath(bundle_path),
                     request=bundle.request,
@@ -401,6 +449,8 @@ class SigningSession:
     def _sign_item(self, item: RequestItem, signer: Signer, output: Path) -> str:
         if item.kind == "apk":
             return _sign_apk(self._extracted[item.id], output, signer, item)
+        if item.kind == "ota":
+            return _sign_ota(self._extracted[item.id], output, signer, item)
         assert item.algorithm is not None
         algorithm = item.algorithm
         if item.kind == "digest":
@@ -545,6 +595,79 @@ def _sign_apk(source: Path, output: Path, signer: Signer, item: RequestItem) -> 
     if [certificate.sha256 for certificate in verification.signers] != [signer.certificate.sha256]:
         raise BundleError(f"item {item.id} ({item.name}): the signed APK does not name the {item.role} certificate")
     return apk_algorithm(verification.schemes)
+
+
+def ota_algorithm(certificate: Certificate, item: RequestItem | None = None) -> str:
+    """How a whole-file OTA signature is named in the record: "ota-whole-file-sha256" (or -sha1, as recovery picks
+    the hash from the certificate); BundleError when recovery would not load the certificate at all."""
+    from sealgate.ota.whole_file import trusted_key
+
+    try:
+        return f"ota-whole-file-{trusted_key(certificate, 'the certificate').hash_name}"
+    except UsageError as exc:
+        what = f"item {item.id} ({item.name}): " if item is not None else ""
+        raise BundleError(f"{what}the role's key cannot sign OTA packages recovery accepts: {exc}") from exc
+
+
+def _ota_facts(path: Path, item: RequestItem) -> OtaFacts:
+    from sealgate.ota.info import read_info
+
+    try:
+        info = read_info(path)
+    except SealgateError as exc:
+        raise BundleError(f"item {item.id} ({item.name}) is not an OTA package: {exc}") from exc
+    if not info.metadata:
+        raise BundleError(f"item {item.id} ({item.name}) is not an OTA package: it has no metadata")
+    values = info.metadata
+    return OtaFacts(
+        ota_type=values.get("ota-type"),
+        pre_device=values.get("pre-device"),
+        pre_build=values.get("pre-build"),
+        post_build=values.get("post-build"),
+        post_timestamp=values.get("post-timestamp"),
+        post_security_patch_level=values.get("post-security-patch-level"),
+        already_signed=info.whole_file_signed,
+    )
+
+
+def _sign_ota(source: Path, output: Path, signer: Signer, item: RequestItem) -> str:
+    from sealgate.ota.signer import sign_package
+
+    try:
+        verification = sign_package(source, output, signer)
+    except SealgateError as exc:
+        raise BundleError(f"item {item.id} ({item.name}) cannot be signed: {exc}") from exc
+    if not verification.verified or verification.signer is None:
+        problems = "; ".join(issue.message for issue in verification.errors) or "unknown reason"
+        raise BundleError(f"item {item.id} ({item.name}): the signed OTA package does not verify: {problems}")
+    if verification.signer.sha256 != signer.certificate.sha256:
+        raise BundleError(f"item {item.id} ({item.name}): the signed package does not name the {item.role} certificate")
+    return ota_algorithm(signer.certificate, item)
+
+
+def _check_signed_ota(signed: Path, unsigned: Path, item: RequestItem, certificate: Certificate) -> None:
+    """Recovery's verdict with the role's certificate alone, and exactly the unsigned package's entries inside."""
+    from sealgate.ota.signer import OTACERT, kept_entry
+    from sealgate.ota.whole_file import trusted_key, verify_package
+
+    report = verify_package(signed, [trusted_key(certificate, f"the {item.role} certificate")])
+    if not report.verified:
+        problems = "; ".join(issue.message for issue in report.errors[:3])
+        raise BundleError(
+            f"the signed OTA package of item {item.id} ({item.name}) does not verify with the {item.role} "
+            f"certificate {certificate.sha256}: {problems}; nothing was written"
+        )
+    try:
+        before = _entry_digests(unsigned, kept_entry)
+        after = _entry_digests(signed, lambda name: name != OTACERT)
+    except SealgateError as exc:
+        raise BundleError(f"the signed OTA package of item {item.id} ({item.name}) cannot be read: {exc}") from exc
+    difference = _digest_difference(before, after, "unsigned package")
+    if difference is not None:
+        raise BundleError(
+            f"the signed OTA package of item {item.id} ({item.name}) is not the package that was sent for signing "
+            f"({difference}): an artifact was swapped; nothing was written"
+        )
 
 
 def apk_algorithm(schemes: Sequence[int]) -> str:
@@ -817,7 +940,13 @@ def _pair_items(
                 f"item {item.id} ({item.name}) was signed with certificate {answer.certificate_sha256}, not the "
                 f"{item.role} certificate {expected.sha256} of the public keys; nothing was written"
             )
-        if item.kind != "apk":
+        if item.kind == "ota":
+            if answer.algorithm != ota_algorithm(expected, item):
+                raise BundleError(
+                    f"item {item.id} ({item.name}) was signed as {answer.algorithm}, not the "
+                    f"{ota_algorithm(expected, item)} the {item.role} certificate makes"
+                )
+        elif item.kind != "apk":
             assert item.algorithm is not None
             if answer.algorithm != item.algorithm.value:
                 raise BundleError(
@@ -870,6 +999,17 @@ def _stage(
 ) -> Path:
     certificate = public.certificate(item.role)
     target = staging / f"{item.id}.out"
+    if item.kind == "ota":
+        with open(target, "xb") as handle:
+            response_bundle.copy_output(answer, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        unsigned = staging / f"{item.id}.unsigned"
+        with open(unsigned, "xb") as handle:
+            request_bundle.copy_payload(item, handle)
+        _check_signed_ota(target, unsigned, item, certificate)
+        unsigned.unlink()
+        return target
     if item.kind == "apk":
         with open(target, "xb") as handle:
             response_bundle.copy_output(answer, handle)
@@ -949,11 +1089,11 @@ def _kept_by_signer(name: str) -> bool:
     return is_signed_entry(name) and name != SOURCE_STAMP_ENTRY
 
 
-def _entry_digests(path: Path) -> dict[str, str]:
+def _entry_digests(path: Path, kept: Callable[[str], bool] = _kept_by_signer) -> dict[str, str]:
     digests: dict[str, str] = {}
     with ZipArchive.open(path) as archive:
         for entry in archive.entries:
-            if not _kept_by_signer(entry.name):
+            if not kept(entry.name):
                 continue
             hasher = hashlib.sha256()
             for chunk in archive.iter_data(entry):
@@ -968,13 +1108,17 @@ def _content_difference(unsigned: Path, signed: Path) -> str | None:
         before, after = _entry_digests(unsigned), _entry_digests(signed)
     except SealgateError as exc:
         return f"its entries cannot be read: {exc}"
+    return _digest_difference(before, after, "unsigned APK")
+
+
+def _digest_difference(before: Mapping[str, str], after: Mapping[str, str], what: str) -> str | None:
     added = sorted(set(after) - set(before))
     removed = sorted(set(before) - set(after))
     changed = sorted(name for name in set(before) & set(after) if before[name] != after[name])
     if added:
-        return f"it has entries the unsigned APK lacks: {', '.join(added[:5])}"
+        return f"it has entries the {what} lacks: {', '.join(added[:5])}"
     if removed:
-        return f"it lacks entries of the unsigned APK: {', '.join(removed[:5])}"
+        return f"it lacks entries of the {what}: {', '.join(removed[:5])}"
     if changed:
         return f"entries differ: {', '.join(changed[:5])}"
     return None

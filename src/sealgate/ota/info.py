@@ -5,7 +5,10 @@ post-build, post-timestamp, post-security-patch-level, ota-type, ota-downgrade, 
 Property files (`ota-property-files`, `ota-streaming-property-files`) are `name:offset:size` tokens that let a
 device stream payload.bin and friends straight out of the zip; each is checked here against where the entry's data
 really lies (data offset from its local header, as releasetools computes it), so a package whose tokens point at
-the wrong bytes is reported. Nothing here is a verdict on the signature: `whole_file.verify_package` is.
+the wrong bytes is reported (payload_metadata.bin's size too, from the payload's header). The metadata is also
+read as `metadata.read_package_metadata` reads it (metadata.pb first, the text checked against it), so a package
+whose metadata is malformed or self-contradictory is an OtaFormatError here as it is for a device. Nothing here is
+a verdict on the signature: `whole_file.verify_package` is.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ from typing import Any
 
 from sealgate.apk.certificate import Certificate
 from sealgate.errors import OtaFormatError, SealgateError
-from sealgate.ziparchive import ZipArchive
+from sealgate.ota.metadata import METADATA_PROTO_NAME, OtaMetadata, read_package_metadata
+from sealgate.ziparchive import ZipArchive, ZipEntry
 
 METADATA = "META-INF/com/android/metadata"
 _PROPERTY_KEYS = ("ota-property-files", "ota-streaming-property-files")
@@ -45,6 +49,10 @@ class OtaInfo:
     whole_file_signed: bool = False
     #: The certificate inside the whole-file signature, as the package claims it (not verified here).
     claimed_signer: Certificate | None = None
+    #: The metadata as `metadata.read_package_metadata` reads it (metadata.pb first), None without any metadata.
+    ota_metadata: OtaMetadata | None = None
+    #: The entry `ota_metadata` was read from: "metadata.pb", "metadata", or None.
+    metadata_source: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -58,11 +66,14 @@ class OtaInfo:
                 if self.claimed_signer is not None
                 else None
             ),
+            "ota_metadata": self.ota_metadata.to_json() if self.ota_metadata is not None else None,
+            "metadata_source": self.metadata_source,
         }
 
 
 def read_info(path: str | os.PathLike[str]) -> OtaInfo:
-    """The package's metadata and property files; OtaFormatError when it is not a ZIP archive at all."""
+    """The package's metadata and property files; OtaFormatError when it is not a ZIP archive at all, or when its
+    metadata is malformed (metadata.pb that does not parse, values of the wrong type, text and .pb disagreeing)."""
     info = OtaInfo(os.fspath(path))
     try:
         archive = ZipArchive.open(path)
@@ -74,9 +85,17 @@ def read_info(path: str | os.PathLike[str]) -> OtaInfo:
         if entry is not None:
             text = archive.read(entry, max_size=_MAX_METADATA).decode("utf-8", errors="replace")
             info.metadata = parse_metadata(text)
+        if archive.entry(METADATA_PROTO_NAME) is not None:
+            info.metadata_source = "metadata.pb"
+        elif entry is not None:
+            info.metadata_source = "metadata"
+        if info.metadata_source is not None:
+            info.ota_metadata = read_package_metadata(path)
+        # The text's property files when there is a text, else metadata.pb's: the ones a client would read.
+        source = info.metadata or (info.ota_metadata.property_files if info.ota_metadata is not None else {})
         for key in _PROPERTY_KEYS:
-            if key in info.metadata:
-                info.property_files[key] = _check_tokens(archive, info.metadata[key])
+            if key in source:
+                info.property_files[key] = _check_tokens(archive, source[key])
         info.whole_file_signed, info.claimed_signer = _claimed_signer(archive)
     return info
 
@@ -105,8 +124,20 @@ def _check_tokens(archive: ZipArchive, value: str) -> list[PropertyFile]:
         matches = entry is not None and entry.data_offset == offset
         if entry is not None and name != _PAYLOAD_METADATA:
             matches = matches and entry.uncompressed_size == size and entry.compressed_size == size
+        elif entry is not None:
+            matches = matches and _payload_metadata_size(archive, entry) == size
         tokens.append(PropertyFile(name, offset, size, matches))
     return tokens
+
+
+def _payload_metadata_size(archive: ZipArchive, payload: ZipEntry) -> int | None:
+    """The size payload_metadata.bin stands for (header, manifest, metadata signature), None if not a payload."""
+    from sealgate.ota.package import payload_metadata_size
+
+    try:
+        return payload_metadata_size(archive, payload)
+    except SealgateError:
+        return None
 
 
 def _claimed_signer(archive: ZipArchive) -> tuple[bool, Certificate | None]:

@@ -55,7 +55,7 @@ def sign_package(
         if archive.violations:
             raise OtaFormatError(f"{os.fspath(input_path)}: {archive.violations[0].message}")
         writer = ZipWriter(archive, output.fd, alignment=1, page_alignment=1)
-        kept = [entry for entry in archive.entries if not entry.is_directory and not _STRIP.match(entry.name)]
+        kept = [entry for entry in archive.entries if not entry.is_directory and kept_entry(entry.name)]
         writer.copy_entries(kept)
         writer.add_deflated(OTACERT, _certificate_pem(signer))
         layout = writer.layout(page_align=False)
@@ -105,6 +105,11 @@ def _digest(fd: int, length: int, tail: bytes, hash_name: str) -> bytes:
         hasher.update(os.pread(fd, min(_STEP, length - offset), offset))
     hasher.update(tail)
     return hasher.digest()
+
+
+def kept_entry(name: str) -> bool:
+    """Whether signing carries an entry over (signapk's STRIP_PATTERN drops old signature files and otacert)."""
+    return not name.endswith("/") and not _STRIP.match(name)
 
 
 def _signature_block(signer: Signer, algorithm: SigningAlgorithm, digest: bytes, hash_name: str) -> bytes:

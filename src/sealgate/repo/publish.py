@@ -25,17 +25,16 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import json
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sealgate.durable import fsync_directory
+from sealgate.durable import ChangedWhileCopyingError, copy_checked, exclusive_lock, fsync_directory
 from sealgate.errors import RepoError
 from sealgate.repo import index_jar
 from sealgate.repo.index_v1 import INDEX_V1
@@ -45,7 +44,6 @@ from sealgate.repo.scan import hash_file
 STORE = ".sealgate"
 KEEP_RELEASES = 10
 SECTIONS = ("repo", "archive")
-_COPY_BLOCK = 1 << 20
 
 
 @dataclass
@@ -232,20 +230,10 @@ def _prepare(dest: Path, store: Path) -> None:
     fsync_directory(dest)
 
 
-@contextlib.contextmanager
-def _publish_lock(store: Path) -> Iterator[None]:
+def _publish_lock(store: Path) -> contextlib.AbstractContextManager[None]:
     """One publish at a time per web root: garbage collection must not race another publish's new objects."""
-    import fcntl
-
-    fd = os.open(store / "lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RepoError(f"another publish to {store.parent} is running; try again when it has finished") from None
-        yield
-    finally:
-        os.close(fd)
+    busy = RepoError(f"another publish to {store.parent} is running; try again when it has finished")
+    return exclusive_lock(store / "lock", busy)
 
 
 def _current_release(store: Path) -> str | None:
@@ -318,32 +306,13 @@ def _hash_file(path: Path) -> tuple[str, int]:
 
 def _ensure_object(store: Path, source: Path, digest: str, size: int) -> bool:
     """Copy `source` into objects/<digest> unless it is there; True when copied. The copy is hashed as written."""
-    target = store / "objects" / digest
-    if target.is_file():
-        return False
-    partial = store / "objects" / f".{digest}.partial"
-    hasher = hashlib.sha256()
-    written = 0
     try:
-        with open(source, "rb", buffering=0) as reader, open(partial, "wb", buffering=0) as writer:
-            buffer = bytearray(_COPY_BLOCK)
-            view = memoryview(buffer)
-            while count := reader.readinto(buffer):
-                hasher.update(view[:count])
-                writer.write(view[:count])
-                written += count
-            os.fchmod(writer.fileno(), 0o444)
-            os.fsync(writer.fileno())
-        if (hasher.hexdigest(), written) != (digest, size):
-            raise RepoError(f"{source} changed while it was being published; nothing was switched")
-        os.rename(partial, target)
+        return copy_checked(source, store / "objects" / digest, digest, size)
+    except ChangedWhileCopyingError:
+        raise RepoError(f"{source} changed while it was being published; nothing was switched") from None
     except OSError as exc:
         hint = " (the disk is full)" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else ""
         raise RepoError(f"cannot copy {source} into {store}: {exc.strerror}{hint}; nothing was switched") from None
-    finally:
-        with contextlib.suppress(OSError):
-            partial.unlink()
-    return True
 
 
 def _link(source: Path, target: Path) -> None:
