@@ -48,7 +48,6 @@ from sealgate.device.ota_rules import (
     OfferedBuild,
     OtaDecision,
     OtaState,
-    PackageMetadata,
     Slot,
     SlotStatus,
     UpdateOffer,
@@ -62,6 +61,9 @@ from sealgate.device.ota_rules import (
 from sealgate.device.state import DeviceState
 from sealgate.durable import replace_file
 from sealgate.errors import DeviceError, FormatError, SealgateError, UsageError
+from sealgate.ota.channel import read_channel
+from sealgate.ota.metadata import read_package_metadata
+from sealgate.ota.package import entry_data_range
 from sealgate.ota.whole_file import TrustedKey, trusted_key, verify_package
 from sealgate.ziparchive import ZipArchive
 
@@ -346,22 +348,11 @@ class Updater:
         return outcome
 
 
-# --- the format layers this gate uses (ota.metadata, ota.package, ota.payload, ota.channel) ---
+# --- the format layers this gate uses (ota.channel, ota.metadata, ota.package, ota.payload) ---
 
 
 def read_channel_builds(data: bytes) -> list[OfferedBuild]:
-    channel = _format_module("sealgate.ota.channel").read_channel(data)
-    return list(channel.builds)
-
-
-def read_package_metadata(path: Path) -> PackageMetadata:
-    metadata: PackageMetadata = _format_module("sealgate.ota.metadata").read_package_metadata(path)
-    return metadata
-
-
-def entry_data_range(path: Path, name: str) -> tuple[int, int]:
-    offset, size = _format_module("sealgate.ota.package").entry_data_range(path, name)
-    return int(offset), int(size)
+    return list(read_channel(data).builds)
 
 
 def apply_payload(payload: Path, target: Path, **options: Any) -> None:
