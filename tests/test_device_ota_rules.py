@@ -173,7 +173,7 @@ def test_failed_boots_cost_tries_then_roll_back_with_the_index_unchanged() -> No
     pending = applied_state(state(tries=2), "b-1", _accepted(new))
     first = decide_boot(pending, fail=True)
     assert first.code == "BOOT_FAILED" and first.state.slot("b").tries_remaining == 1
-    assert first.state.active_slot == "b"
+    assert first.state.active_slot == "b" and first.booted_slot is None
     second = decide_boot(first.state, fail=True)
     assert second.code == "ROLLED_BACK"
     after = second.state

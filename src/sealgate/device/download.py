@@ -68,9 +68,11 @@ class DownloadResult:
 
 
 def resolve(base: str, reference: str) -> str:
-    """A channel's relative file name resolved against where the channel came from (a URL or a path)."""
-    if _is_url(reference) or os.path.isabs(reference):
-        return reference
+    """A channel's relative file name resolved against where the channel came from (a URL or a path).
+
+    The channel format only has relative references of plain segments, so a remote channel cannot point the device
+    at a local file.
+    """
     if _is_url(base):
         return urllib.parse.urljoin(base, reference)
     return os.fspath(Path(base).parent / reference)

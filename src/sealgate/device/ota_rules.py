@@ -437,7 +437,8 @@ class BootOutcome:
     state: OtaState
     code: str
     reason: str
-    booted_slot: str
+    #: The slot that came up; None when the boot failed and the bootloader will try the same slot again.
+    booted_slot: str | None
     wiped: bool = False
 
     def to_json(self) -> dict[str, object]:
@@ -511,7 +512,7 @@ def decide_boot(state: OtaState, *, fail: bool) -> BootOutcome:
             "BOOT_FAILED",
             f"slot {new.name} ({build.fingerprint}) failed to boot; {tries} "
             f"{'try' if tries == 1 else 'tries'} left before the bootloader falls back to slot {old}",
-            old,
+            None,
             wiped,
         )
     successful = dataclasses.replace(new, status=SlotStatus.SUCCESSFUL, tries_remaining=0)
