@@ -15,21 +15,19 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("sealgate.ota.payload.writer", reason="the payload writer (branch payload) is not on main yet")
-pytest.importorskip("sealgate.ota.metadata", reason="the OTA metadata (branch metadata) is not on main yet")
-pytest.importorskip("sealgate.ota.channel", reason="the channel reader (branch channels) is not on main yet")
-
-from sealgate.ota.channel import Channel, ChannelBuild, OtaFile
-from sealgate.ota.metadata import ab_metadata
-from sealgate.ota.package import build_ab_package, entry_data_range
-from sealgate.ota.payload.signer import sign_payload
-from sealgate.ota.payload.writer import write_delta_payload, write_full_payload
-
 from ota_device_tools import OtaKey, RangeServer, make_ota_key, range_server, snapshot, write_images
 from sealgate.cli.main import main
 from sealgate.device import Device
 from sealgate.device.updater import Updater
+from sealgate.ota.channel import Channel, ChannelBuild, OtaFile
+from sealgate.ota.metadata import ab_metadata
+from sealgate.ota.package import build_ab_package, entry_data_range
 from sealgate.ota.signer import sign_package
+
+pytest.importorskip("sealgate.ota.payload.writer", reason="the payload writer (branch payload) is not on main yet")
+
+from sealgate.ota.payload.signer import sign_payload
+from sealgate.ota.payload.writer import write_delta_payload, write_full_payload
 
 DEVICE = "sargo"
 SIZES = {"boot": 3 * 4096, "system": 12 * 4096 + 100, "vendor": 5 * 4096}
@@ -122,8 +120,23 @@ def kit(tmp_path_factory: pytest.TempPathFactory) -> Kit:
     system = bytearray((builds[1].images / "system.img").read_bytes())
     system[4096 * 3 : 4096 * 4] = b"\x42" * 4096
     (builds[2].images / "system.img").write_bytes(bytes(system))
+    _add_vbmeta(builds)
     keys = work / "keys"
     return Kit(work, make_ota_key(keys, "release"), make_ota_key(keys, "stranger", "ec"), builds)
+
+
+#: The vbmeta rollback index of each build: build 3 is newer but carries a lower index than build 2.
+ROLLBACK_INDEX = {1: 1, 2: 3, 3: 0}
+
+
+def _add_vbmeta(builds: dict[int, Release]) -> None:
+    """A vbmeta.img in every build (external/avb's format, written by sealgate.avb) when that layer is there."""
+    try:
+        from sealgate.avb.vbmeta import build_vbmeta
+    except ImportError:
+        return
+    for n, release in builds.items():
+        (release.images / "vbmeta.img").write_bytes(build_vbmeta([], None, rollback_index=ROLLBACK_INDEX[n]))
 
 
 @pytest.fixture(scope="module")
@@ -378,3 +391,26 @@ def test_package_entries_are_where_update_engine_reads_them(packages: dict[str, 
         with open(packages["full-2"], "rb") as handle:
             handle.seek(offset)
             assert handle.read(4) == b"CrAU"
+
+
+def test_rollback_index_moves_forward_only_after_a_successful_boot(
+    phone: Path, kit: Kit, packages: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("sealgate.avb.vbmeta", reason="the vbmeta reader (branch avb) is not on main yet")
+    assert run(capsys, "apply", str(phone), str(packages["full-2"]))[0] == 0
+    assert run(capsys, "status", str(phone))[1]["rollback_index"] == 1  # applied, not booted: unchanged
+    status, outcome = run(capsys, "boot", str(phone), "--fail")
+    assert (status, outcome["code"]) == (1, "ROLLED_BACK")
+    assert run(capsys, "status", str(phone))[1]["rollback_index"] == 1  # a failed boot never raises it
+    assert run(capsys, "apply", str(phone), str(packages["full-2"]))[0] == 0
+    status, outcome = run(capsys, "boot", str(phone))
+    assert (status, outcome["code"]) == (0, "BOOT_SUCCESSFUL")
+    assert run(capsys, "status", str(phone))[1]["rollback_index"] == ROLLBACK_INDEX[2]
+    # Build 3 is newer (the OTA rules accept it) but its vbmeta's rollback index is below the stored one.
+    status, decision = run(capsys, "apply", str(phone), str(packages["full-3"]))
+    assert (status, decision["code"]) == (0, "UPDATE")
+    status, outcome = run(capsys, "boot", str(phone))
+    assert (status, outcome["code"], outcome["booted_slot"]) == (1, "ROLLBACK_INDEX", "b")
+    status, state = run(capsys, "status", str(phone))
+    assert (state["current_slot"], state["rollback_index"]) == ("b", ROLLBACK_INDEX[2])
+    assert state["installed"]["fingerprint"] == kit.builds[2].fingerprint  # type: ignore[index]

@@ -10,12 +10,9 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("sealgate.ota.channel", reason="the channel reader (branch channels) is not on main yet")
-
-from sealgate.ota.channel import Channel, ChannelBuild, OtaFile
-
 from ota_device_tools import RangeServer, make_ota_key, range_server, snapshot, write_images
 from sealgate.cli.main import main
+from sealgate.ota.channel import Channel, ChannelBuild, OtaFile
 
 DEVICE = "sargo"
 FP = {n: f"google/sargo/sargo:14/AP1A.{n}/100{n}:user/release-keys" for n in (1, 2, 3)}
