@@ -42,6 +42,7 @@ needs_real_payload = pytest.mark.skipif(
 )
 
 DEVICE = "sargo"
+SAMPLE_APK = Path(__file__).resolve().parent.parent / "src" / "sealgate" / "samples" / "hello-signed.apk"
 SIZES = {"boot": 3 * 4096, "system": 12 * 4096 + 100, "vendor": 5 * 4096}
 
 
@@ -334,11 +335,17 @@ def test_downgrade_allowed_with_downgrade_and_wipe(
     phone: Path, kit: Kit, packages: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
     with Device.open(phone) as device:
-        assert device.packages() == []  # nothing to wipe yet, but the wipe is recorded
+        assert device.install(SAMPLE_APK).accepted  # an app in /data, which the downgrade wipes
     status, document = run(capsys, "apply", str(phone), str(packages["downgrade-wipe"]))
     assert (status, document["code"], document["wipe"]) == (0, "DOWNGRADE_WITH_WIPE", True), document
+    with Device.open(phone) as device:
+        assert [p.package for p in device.packages()] == ["org.sealgate.sample"]  # applied, not yet booted
     status, outcome = run(capsys, "boot", str(phone))
     assert (status, outcome["code"], outcome["wiped"]) == (0, "BOOT_SUCCESSFUL", True)
+    with Device.open(phone) as device:
+        assert device.packages() == []
+    status, state = run(capsys, "status", str(phone))
+    assert state["installed"]["timestamp"] == 1  # type: ignore[index]
 
 
 def test_a_pending_update_refuses_another(

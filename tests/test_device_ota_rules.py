@@ -413,7 +413,7 @@ def test_apply_writes_the_inactive_slot_and_keeps_untouched_partitions(gate: dic
     assert sorted(p.name for p in (phone / "slots").iterdir() if p.name.startswith(".staging")) == []
 
 
-@pytest.mark.parametrize("case", ["stranger", "payload", "rules", "commit"])
+@pytest.mark.parametrize("case", ["stranger", "payload", "rules", "commit", "concurrent"])
 def test_apply_refusals_and_failures_change_nothing(
     gate: dict[str, object], case: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -430,6 +430,28 @@ def test_apply_refusals_and_failures_change_nothing(
         elif case == "rules":
             behaviour["metadata"] = Meta(pre_device=["walleye"])
             assert updater.apply(packages["good"]).code == "WRONG_DEVICE"
+        elif case == "concurrent":
+            import sealgate.device.updater as updater_module
+            from sealgate.device.state import DeviceState
+
+            real_apply = updater_module.apply_payload  # the stand-in the fixture installed
+
+            def racing(payload: Path, target: Path, **options: object) -> None:
+                real_apply(payload, target, **options)
+                other = DeviceState.open(phone)  # another process boots the device meanwhile, say
+                current = other.ota_state()
+                assert current is not None
+                with other.transaction() as writer:
+                    writer.put_ota_state(dataclasses.replace(current, rollback_index=current.rollback_index + 1))
+                other.close()
+
+            monkeypatch.setattr(updater_module, "apply_payload", racing)
+            decision = updater.apply(packages["good"])
+            assert decision.code == "CONCURRENT_CHANGE", decision
+            before = {k: v for k, v in before.items() if k != "device.db"}
+            after = {k: v for k, v in snapshot(phone).items() if k != "device.db"}
+            assert after == before  # the slots as they were: the staged update was thrown away
+            return
         else:
             from sealgate.device.state import DeviceState
 
