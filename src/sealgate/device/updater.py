@@ -37,6 +37,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
+
 from sealgate.apk.certificate import Certificate
 from sealgate.device import slots
 from sealgate.device.download import DownloadResult, download, fetch_bytes, resolve
@@ -79,6 +81,7 @@ _MAX_CHANNEL = 4 * 1024 * 1024
 _MAX_PROPERTIES = 64 * 1024
 _MAX_VBMETA = 1024 * 1024
 _DEVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_DOWNLOADED_NAME = re.compile(r"^[0-9a-f]{64}\.zip$")
 
 
 @dataclass(frozen=True)
@@ -263,7 +266,17 @@ class Updater:
                 return decision
             return self._install(path, state, decision, [c.public_key() for c in certificates])
 
-    def _install(self, package: Path, state: OtaState, decision: OtaDecision, public_keys: list[Any]) -> OtaDecision:
+    def _install(
+        self, package: Path, state: OtaState, decision: OtaDecision, public_keys: list[PublicKeyTypes]
+    ) -> OtaDecision:
+        try:
+            return self._write_slot(package, state, decision, public_keys)
+        except OSError as exc:  # a full disk, a vanished directory: the update is not applied, and nothing changed
+            raise DeviceError(f"cannot write the update into {self.directory}: {exc.strerror or exc}") from exc
+
+    def _write_slot(
+        self, package: Path, state: OtaState, decision: OtaDecision, public_keys: list[PublicKeyTypes]
+    ) -> OtaDecision:
         source = slots.slot_path(self.directory, str(state.current.directory))
         staging = slots.new_staging(self.directory)
         promoted: Path | None = None
@@ -317,14 +330,20 @@ class Updater:
             work.mkdir(exist_ok=True)
         except OSError as exc:
             raise DeviceError(f"cannot make the device's work directory {work}: {exc.strerror}") from exc
-        with _private_copy(Path(package), work) as copy:
-            yield copy
+        try:
+            with _private_copy(Path(package), work) as copy:
+                yield copy
+        except OSError as exc:
+            raise DeviceError(f"cannot copy the package into {work}: {exc.strerror or exc}") from exc
 
     def _downloaded(self) -> Path:
         record_path = self.directory / DOWNLOADS / PENDING
         try:
             record = json.loads(record_path.read_bytes())
-            path = self.directory / DOWNLOADS / str(record["file"])
+            name = str(record["file"])
+            if not _DOWNLOADED_NAME.match(name):
+                raise ValueError(name)
+            path = self.directory / DOWNLOADS / name
         except (OSError, ValueError, KeyError, TypeError):
             raise DeviceError(
                 "no downloaded update to apply: run `device ota download` first, or name the package"
