@@ -30,8 +30,11 @@ from conftest import require_tool
 from sealgate.apk.certificate import Certificate
 from sealgate.cli.main import main
 from sealgate.ota.channel import read_channel
+from sealgate.ota.metadata import ab_metadata
+from sealgate.ota.package import build_ab_package
 from sealgate.ota.signer import sign_package
 from sealgate.signing import PrivateKeySigner
+from test_ota_package import _payload
 
 DEVICE = "sargo"
 FP1 = "google/sargo/sargo:14/AP1A.240105.004/1000:user/release-keys"
@@ -72,25 +75,23 @@ def _package(
     pre_build: str | None = None,
     device: str = DEVICE,
 ) -> Path:
-    """A small A/B package: a STORED payload.bin blob and the metadata text, whole-file signed."""
-    lines = {
-        "ota-type": "AB",
-        "pre-device": device,
-        "post-build": post_build,
-        "post-build-incremental": post_build.split("/")[4].split(":")[0],
-        "post-sdk-level": "34",
-        "post-security-patch-level": spl,
-        "post-timestamp": str(timestamp),
-    }
-    if pre_build is not None:
-        lines["pre-build"] = pre_build
-    unsigned = out.with_suffix(".unsigned")
-    with zipfile.ZipFile(unsigned, "w") as archive:
-        archive.writestr(zipfile.ZipInfo("payload.bin"), b"CrAU" + os.urandom(3000), compress_type=zipfile.ZIP_STORED)
-        text = "".join(f"{key}={value}\n" for key, value in sorted(lines.items()))
-        archive.writestr("META-INF/com/android/metadata", text, compress_type=zipfile.ZIP_DEFLATED)
-    sign_package(unsigned, out, signer)
-    unsigned.unlink()
+    """A small A/B package as releasetools lays it out (metadata.pb and the text metadata, property files), with a
+    stand-in payload, whole-file signed."""
+    work = out.parent / f".{out.name}.work"
+    work.mkdir()
+    payload, properties, _ = _payload(work)
+    metadata = ab_metadata(
+        device=device,
+        post_build=post_build,
+        post_timestamp=timestamp,
+        post_security_patch_level=spl,
+        post_sdk_level="34",
+        post_build_incremental=post_build.split("/")[4].split(":")[0],
+        pre_build=[pre_build] if pre_build is not None else None,
+    )
+    build_ab_package(work / "unsigned.zip", payload=payload, payload_properties=properties, metadata=metadata)
+    sign_package(work / "unsigned.zip", out, signer)
+    shutil.rmtree(work)
     return out
 
 
@@ -178,6 +179,8 @@ def test_two_builds_full_and_incremental(
         assert published.read_bytes() == source.read_bytes()
         assert not os.access(published, os.W_OK) or os.geteuid() == 0
         assert published.stat().st_mode & 0o222 == 0
+    leftovers = [path.name for path in webroot.rglob(".*") if path.name != ".publish.lock"]
+    assert leftovers == []
     # Publishing the same set again changes nothing and copies nothing.
     before = _snapshot(webroot)
     assert _publish(webroot, cert, str(releases["full2"]), str(releases["inc12"]), "--json") == 0
@@ -229,8 +232,21 @@ def _refusal_cases(
             [str(releases["full3"]), str(releases["inc12"])], "BROKEN_CHAIN", "not to the newest build",
         ),
         "no full OTA": ([str(releases["inc12"])], "NO_FULL_OTA", "no full OTA was given"),
+        "metadata without a timestamp": (
+            [str(_text_package(tmp_path / "old.zip", keys["release"][0], f"pre-device={DEVICE}\npost-build={FP3}\n"))],
+            "BAD_METADATA", "has no post-timestamp",
+        ),
         "rollback": ([str(releases["full1"])], "ROLLBACK", "is not newer"),
     }  # fmt: skip
+
+
+def _text_package(out: Path, signer: PrivateKeySigner, metadata: str) -> Path:
+    """A package with only the legacy text metadata, as older builds made them."""
+    unsigned = out.with_suffix(".unsigned")
+    with zipfile.ZipFile(unsigned, "w") as archive:
+        archive.writestr("META-INF/com/android/metadata", metadata)
+    sign_package(unsigned, out, signer)
+    return out
 
 
 def _tampered(source: Path, out: Path) -> Path:
@@ -243,7 +259,7 @@ def _tampered(source: Path, out: Path) -> Path:
 @pytest.mark.parametrize(
     "case",
     ["wrong device", "bad signature", "tampered", "incremental from an unknown build", "incremental to an older build",
-     "no full OTA", "rollback"],
+     "no full OTA", "metadata without a timestamp", "rollback"],
 )  # fmt: skip
 def test_refusals_leave_the_web_root_unchanged(
     tmp_path: Path,
@@ -266,6 +282,20 @@ def test_refusals_leave_the_web_root_unchanged(
     report = json.loads(capsys.readouterr().out)
     assert report["published"] is False and code in [error["code"] for error in report["errors"]]
     assert _snapshot(webroot) == before
+
+
+def test_otacerts_zip_as_the_trusted_certificates(
+    tmp_path: Path, keys: dict[str, tuple[PrivateKeySigner, Path]], releases: dict[str, Path]
+) -> None:
+    otacerts = tmp_path / "otacerts.zip"
+    with zipfile.ZipFile(otacerts, "w") as archive:
+        archive.write(keys["other"][1], "other.x509.pem")
+        archive.write(keys["release"][1], "releasekey.x509.pem")
+    assert _publish(tmp_path / "www", otacerts, str(releases["full1"])) == 0
+    only_other = tmp_path / "only-other.zip"
+    with zipfile.ZipFile(only_other, "w") as archive:
+        archive.write(keys["other"][1], "other.x509.pem")
+    assert _publish(tmp_path / "www2", only_other, str(releases["full1"])) == 1
 
 
 def test_a_refused_first_publish_creates_nothing(

@@ -119,3 +119,7 @@ class ChannelFormatError(FormatError):
 
 class ReleaseError(SealgateError):
     """An OS release cannot be prepared or published: a refused package, a broken chain, a rollback, a failed write."""
+
+
+class AvbFormatError(FormatError):
+    """A vbmeta image, AVB footer, descriptor or AVB public key is malformed, or cannot be signed as asked."""

@@ -10,11 +10,15 @@ import click
 
 @click.group()
 def release() -> None:
-    """OS releases: sign target files, build factory images, publish OTA channels."""
+    """OS releases: sign target files, build factory images, verified boot, publish OTA channels."""
 
 
+from sealgate.cli.release_avb import avb_info, avb_sign, avb_verify  # noqa: E402
 from sealgate.cli.release_publish import publish_command  # noqa: E402
 
 release.add_command(publish_command, "publish")
+release.add_command(avb_info)
+release.add_command(avb_sign)
+release.add_command(avb_verify)
 
 __all__ = ["release"]

@@ -32,7 +32,7 @@ from typing import IO, Any, Literal
 
 from sealgate.custody.record import RecordEntry
 from sealgate.durable import fsync_directory, unique_keys
-from sealgate.errors import BundleError, RecordError, ZipFormatError
+from sealgate.errors import BundleError, RecordError, SealgateError, ZipFormatError
 from sealgate.signing import SigningAlgorithm
 from sealgate.ziparchive import ZipArchive, ZipEntry
 
@@ -868,13 +868,11 @@ def _check_apk(path: Path) -> None:
 
 
 def _check_ota(path: Path) -> None:
-    from sealgate.ota.info import METADATA
+    from sealgate.ota.metadata import read_package_metadata
 
     try:
-        with ZipArchive.open(path) as archive:
-            if archive.entry(METADATA) is None:
-                raise BundleError(f"{path} is not an OTA package: it has no {METADATA}")
-    except ZipFormatError as exc:
+        read_package_metadata(path)
+    except SealgateError as exc:
         raise BundleError(f"{path} is not an OTA package: {exc}") from exc
 
 

@@ -611,22 +611,21 @@ def ota_algorithm(certificate: Certificate, item: RequestItem | None = None) -> 
 
 def _ota_facts(path: Path, item: RequestItem) -> OtaFacts:
     from sealgate.ota.info import read_info
+    from sealgate.ota.metadata import read_package_metadata
 
     try:
-        info = read_info(path)
+        metadata = read_package_metadata(path)
+        signed = read_info(path).whole_file_signed
     except SealgateError as exc:
-        raise BundleError(f"item {item.id} ({item.name}) is not an OTA package: {exc}") from exc
-    if not info.metadata:
-        raise BundleError(f"item {item.id} ({item.name}) is not an OTA package: it has no metadata")
-    values = info.metadata
+        raise BundleError(f"item {item.id} ({item.name}) is not an OTA package Android would read: {exc}") from exc
     return OtaFacts(
-        ota_type=values.get("ota-type"),
-        pre_device=values.get("pre-device"),
-        pre_build=values.get("pre-build"),
-        post_build=values.get("post-build"),
-        post_timestamp=values.get("post-timestamp"),
-        post_security_patch_level=values.get("post-security-patch-level"),
-        already_signed=info.whole_file_signed,
+        ota_type=metadata.ota_type,
+        pre_device="|".join(metadata.pre_device) or None,
+        pre_build="|".join(metadata.pre_build) or None,
+        post_build="|".join(metadata.post_build) or None,
+        post_timestamp=str(metadata.post_timestamp) if metadata.post_timestamp else None,
+        post_security_patch_level=metadata.post_security_patch_level,
+        already_signed=signed,
     )
 
 

@@ -7,7 +7,8 @@ The web root gets, per device (the format of the channel file is in sealgate.ota
     WEBROOT/ota/<device>/packages/<sha256>/<file name>      every package ever published, read-only, never changed
 
 Before anything in the web root is touched, every package is checked: its whole-file signature verifies against
-the OTA certificates given (recovery's rules, sealgate.ota.whole_file), its metadata names the device, and the set
+the OTA certificates given (recovery's rules, sealgate.ota.whole_file), its metadata (metadata.pb or the text
+file, sealgate.ota.metadata.read_package_metadata) names the device and one post-build, and the set
 chains: one newest build with its full OTA, each incremental going from a build the channel (or this publish)
 already knows to that newest build. The channel file already published is read first and a newest build that is
 older than the published one (by timestamp, or by security patch level) is refused: a rollback would offer every
@@ -29,6 +30,7 @@ import hashlib
 import re
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,8 +39,8 @@ from sealgate.apk.report import Issue
 from sealgate.durable import ChangedWhileCopyingError, copy_checked, exclusive_lock, fsync_directory, replace_file
 from sealgate.errors import ChannelFormatError, OtaFormatError, ReleaseError, UsageError
 from sealgate.ota.channel import Channel, ChannelBuild, OtaFile, read_channel
-from sealgate.ota.info import read_info
 from sealgate.ota.lineage import lineage_updates
+from sealgate.ota.metadata import read_package_metadata
 from sealgate.ota.whole_file import TrustedKey, verify_package
 
 OTA_ROOT = "ota"
@@ -251,14 +253,22 @@ def _check_packages(
 def _check_package(path: Path, keys: Sequence[TrustedKey], device: str) -> tuple[CheckedPackage | None, list[Issue]]:
     if not _FILE_NAME.match(path.name):
         return None, [Issue("BAD_FILE_NAME", f"{path}: the file name must be letters, digits and ._+- to be a URL")]
-    verification = verify_package(path, keys)
-    if not verification.verified or verification.signer is None:
-        reasons = "; ".join(issue.message for issue in verification.errors) or "no trusted certificate verifies it"
-        return None, [Issue("BAD_SIGNATURE", f"{path}: the whole-file signature does not verify: {reasons}")]
+    # The file's SHA-256 (its name in the web root) is computed beside the signature check, on another core:
+    # both read the same pages, so a package costs about one pass of reading however large it is.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        hashing = pool.submit(_hash_file, path)
+        verification = verify_package(path, keys)
+        if not verification.verified or verification.signer is None:
+            hashing.cancel()
+            reasons = "; ".join(issue.message for issue in verification.errors) or "no trusted certificate verifies it"
+            return None, [Issue("BAD_SIGNATURE", f"{path}: the whole-file signature does not verify: {reasons}")]
+        size, digest = hashing.result()
     try:
-        metadata = _read_metadata(path)
+        metadata = read_package_metadata(path)
     except OtaFormatError as exc:
         return None, [Issue("BAD_METADATA", f"{path}: {exc}")]
+    if metadata.post_timestamp == 0:
+        return None, [Issue("BAD_METADATA", f"{path}: the metadata has no post-timestamp (ro.build.date.utc)")]
     if device not in metadata.pre_device:
         named = "|".join(metadata.pre_device) or "no device"
         return None, [Issue("WRONG_DEVICE", f"{path} is for {named}, not for {device}")]
@@ -266,10 +276,6 @@ def _check_package(path: Path, keys: Sequence[TrustedKey], device: str) -> tuple
         return None, [Issue("BAD_METADATA", f"{path}: the metadata must name exactly one post-build fingerprint")]
     if len(metadata.pre_build) > 1:
         return None, [Issue("BAD_METADATA", f"{path}: the metadata names more than one pre-build fingerprint")]
-    spl = metadata.post_security_patch_level
-    if spl is not None and not re.match(r"[0-9]{4}-[0-9]{2}-[0-9]{2}\Z", spl):
-        return None, [Issue("BAD_METADATA", f"{path}: post-security-patch-level {spl!r} is not a date like 2024-03-05")]
-    size, digest = _hash_file(path)
     return CheckedPackage(
         path=path,
         size=size,
@@ -492,42 +498,3 @@ def _hash_file(path: Path) -> tuple[int, str]:
     except OSError as exc:
         raise ReleaseError(f"cannot read {path}: {exc.strerror}") from None
     return size, digest.hexdigest()
-
-
-# -- package metadata (until sealgate.ota.metadata.read_package_metadata is on main) -------------------------------
-
-
-@dataclass(frozen=True)
-class _Metadata:
-    """The fields of sealgate.ota.metadata.OtaMetadata this module reads, with the same names."""
-
-    pre_device: list[str]
-    pre_build: list[str]
-    post_build: list[str]
-    post_build_incremental: str | None
-    post_timestamp: int
-    post_security_patch_level: str | None
-    post_sdk_level: str | None
-
-
-def _read_metadata(path: Path) -> _Metadata:
-    info = read_info(path)
-    values = info.metadata
-    if not values:
-        raise OtaFormatError("the package has no META-INF/com/android/metadata")
-    timestamp = values.get("post-timestamp", "")
-    if not timestamp.isdigit():
-        raise OtaFormatError("the metadata has no post-timestamp (the build's ro.build.date.utc)")
-
-    def listed(key: str) -> list[str]:
-        return [item for item in values.get(key, "").split("|") if item]
-
-    return _Metadata(
-        pre_device=listed("pre-device"),
-        pre_build=listed("pre-build"),
-        post_build=listed("post-build"),
-        post_build_incremental=values.get("post-build-incremental") or None,
-        post_timestamp=int(timestamp),
-        post_security_patch_level=values.get("post-security-patch-level") or None,
-        post_sdk_level=values.get("post-sdk-level") or None,
-    )
