@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from ota_device_tools import OtaKey, RangeServer, make_ota_key, range_server, snapshot, write_images
+from sealgate.avb.vbmeta import build_vbmeta
 from sealgate.cli.main import main
 from sealgate.device import Device
 from sealgate.device.updater import Updater
@@ -197,11 +198,7 @@ ROLLBACK_INDEX = {1: 1, 2: 3, 3: 0}
 
 
 def _add_vbmeta(builds: dict[int, Release]) -> None:
-    """A vbmeta.img in every build (external/avb's format, written by sealgate.avb) when that layer is there."""
-    try:
-        from sealgate.avb.vbmeta import build_vbmeta
-    except ImportError:
-        return
+    """A vbmeta.img in every build (external/avb's format, written by sealgate.avb)."""
     for n, release in builds.items():
         (release.images / "vbmeta.img").write_bytes(build_vbmeta([], None, rollback_index=ROLLBACK_INDEX[n]))
 
@@ -471,7 +468,6 @@ def test_package_entries_are_where_update_engine_reads_them(packages: dict[str, 
 def test_rollback_index_moves_forward_only_after_a_successful_boot(
     phone: Path, kit: Kit, packages: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    pytest.importorskip("sealgate.avb.vbmeta", reason="the vbmeta reader (branch avb) is not on main yet")
     assert run(capsys, "apply", str(phone), str(packages["full-2"]))[0] == 0
     assert run(capsys, "status", str(phone))[1]["rollback_index"] == 1  # applied, not booted: unchanged
     status, outcome = run(capsys, "boot", str(phone), "--fail")

@@ -40,6 +40,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 from sealgate.apk.certificate import Certificate
+from sealgate.avb.vbmeta import read_vbmeta
 from sealgate.device import slots
 from sealgate.device.download import DownloadResult, download, fetch_bytes, resolve
 from sealgate.device.ota_rules import (
@@ -150,18 +151,14 @@ def trusted_keys(certificates: Sequence[Certificate]) -> list[TrustedKey]:
 
 
 def vbmeta_rollback_index(slot_directory: Path) -> int | None:
-    """The rollback index in the slot's vbmeta.img (external/avb's header), None without one or without sealgate.avb."""
+    """The rollback index in the slot's vbmeta.img (external/avb's header); None when the slot has no vbmeta."""
     path = slot_directory / "vbmeta.img"
     if not path.is_file():
-        return None
-    try:
-        vbmeta = importlib.import_module("sealgate.avb.vbmeta")
-    except ImportError:
         return None
     with open(path, "rb") as reader:
         data = reader.read(_MAX_VBMETA)
     try:
-        return int(vbmeta.read_vbmeta(data).rollback_index)
+        return read_vbmeta(data).rollback_index
     except SealgateError as exc:
         raise DeviceError(f"the slot's vbmeta.img is not a vbmeta image: {exc}") from exc
 
