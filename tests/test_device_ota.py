@@ -44,7 +44,7 @@ needs_real_payload = pytest.mark.skipif(
 
 DEVICE = "sargo"
 SAMPLE_APK = Path(__file__).resolve().parent.parent / "src" / "sealgate" / "samples" / "hello-signed.apk"
-SIZES = {"boot": 3 * 4096, "system": 12 * 4096 + 100, "vendor": 5 * 4096}
+SIZES = {"boot": 3 * 4096, "system": 12 * 4096, "vendor": 5 * 4096}  # whole blocks, as partitions are
 
 
 def fingerprint(n: int) -> str:
@@ -172,7 +172,7 @@ def payload_layer(monkeypatch: pytest.MonkeyPatch) -> None:
         import sealgate.device.updater as updater_module
 
         monkeypatch.setattr(updater_module, "apply_payload", _stand_in_apply)
-        monkeypatch.setattr(updater_module, "_payload_properties", lambda package: None)
+        monkeypatch.setattr(updater_module, "_payload_properties", lambda package: (None, {}))
 
 
 @pytest.fixture(scope="module")
@@ -200,7 +200,9 @@ ROLLBACK_INDEX = {1: 1, 2: 3, 3: 0}
 def _add_vbmeta(builds: dict[int, Release]) -> None:
     """A vbmeta.img in every build (external/avb's format, written by sealgate.avb)."""
     for n, release in builds.items():
-        (release.images / "vbmeta.img").write_bytes(build_vbmeta([], None, rollback_index=ROLLBACK_INDEX[n]))
+        (release.images / "vbmeta.img").write_bytes(
+            build_vbmeta([], None, rollback_index=ROLLBACK_INDEX[n], padding_size=4096)
+        )
 
 
 @pytest.fixture(scope="module")

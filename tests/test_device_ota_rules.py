@@ -390,7 +390,7 @@ def gate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
 
     monkeypatch.setattr(updater_module, "read_package_metadata", lambda path: behaviour["metadata"])
     monkeypatch.setattr(updater_module, "entry_data_range", lambda path, name: (0, 13))
-    monkeypatch.setattr(updater_module, "_payload_properties", lambda path: None)
+    monkeypatch.setattr(updater_module, "_payload_properties", lambda path: (None, {}))
     monkeypatch.setattr(updater_module, "apply_payload", fake_apply)
     return {"phone": tmp_path / "phone", "packages": packages, "behaviour": behaviour, "images": images,
             "written": written}  # fmt: skip

@@ -80,6 +80,8 @@ PAYLOAD_PROPERTIES = "payload_properties.txt"
 BOOT_TRIES_RANGE = (1, 7)
 _MAX_CHANNEL = 4 * 1024 * 1024
 _MAX_PROPERTIES = 64 * 1024
+#: The payload_properties.txt lines that describe payload.bin (brillo_update_payload's properties).
+_PAYLOAD_DESCRIPTION = frozenset({"FILE_HASH", "FILE_SIZE", "METADATA_HASH", "METADATA_SIZE"})
 _MAX_VBMETA = 1024 * 1024
 _DEVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _DOWNLOADED_NAME = re.compile(r"^[0-9a-f]{64}\.zip$")
@@ -280,7 +282,7 @@ class Updater:
         try:
             try:
                 offset, size = entry_data_range(package, PAYLOAD)
-                properties = _payload_properties(package)
+                properties, headers = _payload_properties(package)
                 apply_payload(
                     package,
                     staging,
@@ -292,6 +294,8 @@ class Updater:
                 )
             except FormatError as exc:
                 return refuse("PAYLOAD_REFUSED", f"the payload was not applied: {exc}", decision.build)
+            if headers.get("POWERWASH") == "1" and not decision.wipe:  # update_engine wipes on POWERWASH=1
+                decision = dataclasses.replace(decision, wipe=True, reason=f"{decision.reason}; user data is wiped")
             slots.complete_from(staging, source)
             try:
                 index = vbmeta_rollback_index(staging)
@@ -375,7 +379,10 @@ def apply_payload(payload: Path, target: Path, **options: Any) -> None:
     _format_module("sealgate.ota.payload.apply").apply_payload(payload, target, **options)
 
 
-def _payload_properties(package: Path) -> Any:
+def _payload_properties(package: Path) -> tuple[Any, dict[str, str]]:
+    """payload_properties.txt as update_engine takes it (its --headers): the payload's hashes and sizes, and the
+    install options releasetools may add (POWERWASH=1 for a wiping package; update_attempter_android.cc's
+    kPayloadProperty* keys), which are not part of the payload's description and are returned apart."""
     try:
         with ZipArchive.open(package) as archive:
             entry = archive.entry(PAYLOAD_PROPERTIES)
@@ -384,7 +391,17 @@ def _payload_properties(package: Path) -> Any:
             text = archive.read(entry, max_size=_MAX_PROPERTIES).decode("ascii", errors="strict")
     except UnicodeDecodeError:
         raise FormatError(f"{PAYLOAD_PROPERTIES} is not ASCII text") from None
-    return _format_module("sealgate.ota.payload.properties").PayloadProperties.parse(text)
+    description, headers = [], {}
+    for line in text.splitlines():
+        key, _, value = line.partition("=")
+        if key in _PAYLOAD_DESCRIPTION or not line.strip():
+            description.append(line)
+        elif key in headers:
+            raise FormatError(f"{PAYLOAD_PROPERTIES} names {key} twice")
+        else:
+            headers[key] = value
+    parsed = _format_module("sealgate.ota.payload.properties").PayloadProperties.parse("\n".join(description) + "\n")
+    return parsed, headers
 
 
 def _format_module(name: str) -> Any:
