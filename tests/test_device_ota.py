@@ -487,3 +487,19 @@ def test_rollback_index_moves_forward_only_after_a_successful_boot(
     status, state = run(capsys, "status", str(phone))
     assert (state["current_slot"], state["rollback_index"]) == ("b", ROLLBACK_INDEX[2])
     assert state["installed"]["fingerprint"] == kit.builds[2].fingerprint  # type: ignore[index]
+
+
+@needs_real_payload
+def test_incremental_onto_a_modified_slot_is_refused(
+    phone: Path, packages: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An incremental's source hashes must match the running slot (update_engine's SOURCE_COPY check)."""
+    with Updater.open(phone) as updater:
+        slot_a = updater.slot_directory("a")
+    assert slot_a is not None
+    system = slot_a / "system.img"
+    system.chmod(0o644)
+    data = bytearray(system.read_bytes())
+    data[10] ^= 0xFF  # a block the incremental copies from the source
+    system.write_bytes(bytes(data))
+    refused(capsys, phone, packages["inc-1-2"], "PAYLOAD_REFUSED")
