@@ -462,3 +462,16 @@ def test_apply_refusals_and_failures_change_nothing(
             with pytest.raises(DeviceError, match="disk is full"):
                 updater.apply(packages["good"])
     assert snapshot(phone) == before
+
+
+def test_text_output_for_people(tmp_path: Path, ota_key: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    images = write_images(tmp_path / "factory", b"v1", {"boot": 4096})
+    assert main(init_args(tmp_path / "phone", images, ota_key)) == 0
+    capsys.readouterr()
+    assert main(["device", "ota", "status", str(tmp_path / "phone")]) == 0
+    out = capsys.readouterr().out
+    assert "running slot a" in out and FP1 in out and "(empty)" in out
+    assert main(["device", "ota", "boot", str(tmp_path / "phone")]) == 0
+    assert capsys.readouterr().out.startswith("BOOTED: booted slot a")
+    assert main(["device", "ota", "boot", str(tmp_path / "phone"), "--fail"]) == 1
+    assert "NOTHING_TO_FAIL" in capsys.readouterr().out
