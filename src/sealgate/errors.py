@@ -121,5 +121,20 @@ class ReleaseError(SealgateError):
     """An OS release cannot be prepared or published: a refused package, a broken chain, a rollback, a failed write."""
 
 
+class UnreleasableBuildError(ReleaseError):
+    """The build is not a user (release) build: userdebug or eng, debuggable, or it carries an su binary."""
+
+    def __init__(self, reasons: list[tuple[str, str]]) -> None:
+        #: (code, sentence) for every reason the build was refused.
+        self.reasons = reasons
+        super().__init__(
+            "refusing to sign a build that is not a user build: " + "; ".join(message for _, message in reasons)
+        )
+
+
 class AvbFormatError(FormatError):
     """A vbmeta image, AVB footer, descriptor or AVB public key is malformed, or cannot be signed as asked."""
+
+
+class PayloadError(OtaFormatError):
+    """An A/B payload (payload.bin) is malformed, unsigned, tampered with, or uses an operation we cannot apply."""

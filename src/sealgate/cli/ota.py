@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from sealgate.cli.options import JSON_OUTPUT, PASSPHRASE_FD
+from sealgate.cli.ota_payload import payload
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -121,5 +122,6 @@ def _describe(metadata: dict[str, object]) -> str:
 from sealgate.cli.ota_package import package_command  # noqa: E402  (registered here: one line, see COMMON)
 
 ota.add_command(package_command)
+ota.add_command(payload)  # `ota payload ...`: A/B payloads
 
 __all__ = ["ota"]
