@@ -6,16 +6,12 @@ Every refusal is checked to leave both slots' files and the device database byte
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
-import shutil
-import struct
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -27,20 +23,9 @@ from sealgate.device.updater import Updater
 from sealgate.ota.channel import Channel, ChannelBuild, OtaFile
 from sealgate.ota.metadata import ab_metadata
 from sealgate.ota.package import build_ab_package, entry_data_range
+from sealgate.ota.payload.signer import sign_payload
+from sealgate.ota.payload.writer import write_delta_payload, write_full_payload
 from sealgate.ota.signer import sign_package
-from sealgate.signing import PrivateKeySigner
-
-try:
-    from sealgate.ota.payload.signer import sign_payload
-    from sealgate.ota.payload.writer import write_delta_payload, write_full_payload
-
-    REAL_PAYLOAD = True
-except ImportError:  # branch payload not on main yet: a stand-in below, and the payload-only scenarios skip
-    REAL_PAYLOAD = False
-
-needs_real_payload = pytest.mark.skipif(
-    not REAL_PAYLOAD, reason="sealgate.ota.payload (branch payload) is not on main yet; this scenario tests it"
-)
 
 DEVICE = "sargo"
 SAMPLE_APK = Path(__file__).resolve().parent.parent / "src" / "sealgate" / "samples" / "hello-signed.apk"
@@ -92,16 +77,13 @@ class Kit:
         work.mkdir(parents=True)
         images = {image.stem: image for image in sorted(target.images.glob("*.img"))}
         payload = work / "payload.bin"
-        if REAL_PAYLOAD:
-            unsigned = work / "payload-unsigned.bin"
-            if source is None:
-                write_full_payload(images, unsigned)
-            else:
-                write_delta_payload({i.stem: i for i in sorted(source.images.glob("*.img"))}, images, unsigned)
-            properties = sign_payload(unsigned, payload, signer)
-            (work / "payload_properties.txt").write_text(properties.to_text())
+        unsigned = work / "payload-unsigned.bin"
+        if source is None:
+            write_full_payload(images, unsigned)
         else:
-            (work / "payload_properties.txt").write_text(stand_in_payload(payload, images, signer))
+            write_delta_payload({i.stem: i for i in sorted(source.images.glob("*.img"))}, images, unsigned)
+        properties = sign_payload(unsigned, payload, signer)
+        (work / "payload_properties.txt").write_text(properties.to_text())
         pre = pre_build if pre_build is not None else (source.fingerprint if source is not None else None)
         metadata = ab_metadata(
             device=device,
@@ -122,57 +104,6 @@ class Kit:
         out.parent.mkdir(exist_ok=True)
         sign_package(package, out, signer)
         return out
-
-
-# --- a stand-in for the payload layer until branch payload is on main (tests only; never in src/) ---
-
-_HEADER = struct.Struct(">4sQQI")
-
-
-def stand_in_payload(out: Path, images: dict[str, Path], signer: PrivateKeySigner) -> str:
-    """A payload.bin with update_engine's header whose "manifest" names the target images and the signing key;
-    returns its payload_properties.txt (FILE_HASH, FILE_SIZE, METADATA_HASH, METADATA_SIZE as brillo writes them)."""
-    key = hashlib.sha256(signer.certificate.public_key_der).hexdigest()
-    manifest = json.dumps({"images": {name: str(path) for name, path in images.items()}, "key": key}).encode()
-    data = _HEADER.pack(b"CrAU", 2, len(manifest), 0) + manifest
-    out.write_bytes(data)
-    metadata = data[: _HEADER.size + len(manifest)]
-    lines = [
-        f"FILE_HASH={base64.b64encode(hashlib.sha256(data).digest()).decode()}",
-        f"FILE_SIZE={len(data)}",
-        f"METADATA_HASH={base64.b64encode(hashlib.sha256(metadata).digest()).decode()}",
-        f"METADATA_SIZE={len(metadata)}",
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def _stand_in_apply(payload: Path, target: Path, **options: Any) -> None:
-    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-
-    from sealgate.errors import OtaFormatError
-
-    with open(payload, "rb") as handle:
-        handle.seek(options["offset"])
-        data = handle.read(options["size"])
-    _, _, manifest_size, _ = _HEADER.unpack_from(data)
-    manifest = json.loads(data[_HEADER.size : _HEADER.size + manifest_size])
-    keys = {
-        hashlib.sha256(k.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)).hexdigest()
-        for k in options["public_keys"]
-    }
-    if manifest["key"] not in keys:
-        raise OtaFormatError("the payload is not signed by a trusted key")
-    for name, path in manifest["images"].items():
-        shutil.copyfile(path, target / f"{name}.img")
-
-
-@pytest.fixture(autouse=True)
-def payload_layer(monkeypatch: pytest.MonkeyPatch) -> None:
-    if not REAL_PAYLOAD:
-        import sealgate.device.updater as updater_module
-
-        monkeypatch.setattr(updater_module, "apply_payload", _stand_in_apply)
-        monkeypatch.setattr(updater_module, "_payload_properties", lambda package: (None, {}))
 
 
 @pytest.fixture(scope="module")
@@ -277,7 +208,6 @@ def test_genuine_full_update(
     assert state["installed"]["fingerprint"] == kit.builds[2].fingerprint  # type: ignore[index]
 
 
-@needs_real_payload
 def test_genuine_incremental_update(
     phone: Path, kit: Kit, packages: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -307,7 +237,6 @@ def test_refusals_leave_the_device_as_it_was(
     refused(capsys, phone, packages[name], code)
 
 
-@needs_real_payload
 def test_tampered_payload_is_refused_even_when_the_package_is_re_signed(
     phone: Path, kit: Kit, packages: dict[str, Path], capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
@@ -489,7 +418,6 @@ def test_rollback_index_moves_forward_only_after_a_successful_boot(
     assert state["installed"]["fingerprint"] == kit.builds[2].fingerprint  # type: ignore[index]
 
 
-@needs_real_payload
 def test_incremental_onto_a_modified_slot_is_refused(
     phone: Path, packages: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import importlib
 import json
 import os
 import re
@@ -35,7 +34,6 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
@@ -49,6 +47,7 @@ from sealgate.device.ota_rules import (
     BootOutcome,
     BuildInfo,
     OfferedBuild,
+    OfferedFile,
     OtaDecision,
     OtaState,
     Slot,
@@ -67,6 +66,8 @@ from sealgate.errors import DeviceError, FormatError, SealgateError, UsageError
 from sealgate.ota.channel import read_channel
 from sealgate.ota.metadata import read_package_metadata
 from sealgate.ota.package import entry_data_range
+from sealgate.ota.payload.apply import apply_payload
+from sealgate.ota.payload.properties import PayloadProperties
 from sealgate.ota.whole_file import TrustedKey, trusted_key, verify_package
 from sealgate.ziparchive import ZipArchive
 
@@ -375,11 +376,7 @@ def read_channel_builds(data: bytes) -> list[OfferedBuild]:
     return list(read_channel(data).builds)
 
 
-def apply_payload(payload: Path, target: Path, **options: Any) -> None:
-    _format_module("sealgate.ota.payload.apply").apply_payload(payload, target, **options)
-
-
-def _payload_properties(package: Path) -> tuple[Any, dict[str, str]]:
+def _payload_properties(package: Path) -> tuple[PayloadProperties, dict[str, str]]:
     """payload_properties.txt as update_engine takes it (its --headers): the payload's hashes and sizes, and the
     install options releasetools may add (POWERWASH=1 for a wiping package; update_attempter_android.cc's
     kPayloadProperty* keys), which are not part of the payload's description and are returned apart."""
@@ -400,15 +397,7 @@ def _payload_properties(package: Path) -> tuple[Any, dict[str, str]]:
             raise FormatError(f"{PAYLOAD_PROPERTIES} names {key} twice")
         else:
             headers[key] = value
-    parsed = _format_module("sealgate.ota.payload.properties").PayloadProperties.parse("\n".join(description) + "\n")
-    return parsed, headers
-
-
-def _format_module(name: str) -> Any:
-    try:
-        return importlib.import_module(name)
-    except ImportError as exc:
-        raise DeviceError(f"this sealgate has no {name} ({exc}); it cannot handle OTA packages yet") from exc
+    return PayloadProperties.parse("\n".join(description) + "\n"), headers
 
 
 @dataclass(frozen=True)
@@ -421,8 +410,8 @@ class _Resolved:
     pre_build: str | None
 
     @classmethod
-    def of(cls, offered: Any, url: str) -> _Resolved:
-        return cls(url, int(offered.size), str(offered.sha256), offered.pre_build)
+    def of(cls, offered: OfferedFile, url: str) -> _Resolved:
+        return cls(url, offered.size, offered.sha256, offered.pre_build)
 
 
 @contextlib.contextmanager
