@@ -26,6 +26,8 @@ from sealgate.signing import PrivateKeySigner
 class OtaKey:
     signer: PrivateKeySigner
     cert_path: Path
+    #: The private key as PKCS#8 DER, for signapk (only ever inside a test's temporary directory).
+    pk8_path: Path
 
 
 def make_ota_key(directory: Path, label: str, kind: str = "rsa") -> OtaKey:
@@ -45,8 +47,11 @@ def make_ota_key(directory: Path, label: str, kind: str = "rsa") -> OtaKey:
     )  # fmt: skip
     pem = directory / f"{label}.x509.pem"
     pem.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    pk8 = directory / f"{label}.pk8"
+    pk8.write_bytes(key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                                      serialization.NoEncryption()))  # fmt: skip
     der = certificate.public_bytes(serialization.Encoding.DER)
-    return OtaKey(PrivateKeySigner(f"ota-{label}", key, Certificate.from_der(der)), pem)
+    return OtaKey(PrivateKeySigner(f"ota-{label}", key, Certificate.from_der(der)), pem, pk8)
 
 
 def write_images(directory: Path, seed: bytes, sizes: dict[str, int]) -> Path:

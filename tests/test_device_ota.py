@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import _in_ci, require_tool
 from ota_device_tools import OtaKey, RangeServer, make_ota_key, range_server, snapshot, write_images
 from sealgate.avb.vbmeta import build_vbmeta
 from sealgate.cli.main import main
@@ -28,6 +30,7 @@ from sealgate.ota.payload.writer import write_delta_payload, write_full_payload
 from sealgate.ota.signer import sign_package
 
 DEVICE = "sargo"
+SIGNAPK = Path("/usr/share/signapk/signapk.jar")
 SAMPLE_APK = Path(__file__).resolve().parent.parent / "src" / "sealgate" / "samples" / "hello-signed.apk"
 SIZES = {"boot": 3 * 4096, "system": 12 * 4096, "vendor": 5 * 4096}  # whole blocks, as partitions are
 
@@ -431,3 +434,42 @@ def test_incremental_onto_a_modified_slot_is_refused(
     data[10] ^= 0xFF  # a block the incremental copies from the source
     system.write_bytes(bytes(data))
     refused(capsys, phone, packages["inc-1-2"], "PAYLOAD_REFUSED")
+
+
+def test_a_package_signed_by_debian_signapk_is_applied(
+    phone: Path, kit: Kit, packages: dict[str, Path], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """`signapk -w` (AOSP's signer, Debian's build) rewrites the archive; the device still finds and applies it."""
+    java = require_tool("java")
+    if not SIGNAPK.is_file():
+        message = f"{SIGNAPK} is missing (.ci/run installs the Debian package signapk)"
+        if _in_ci():
+            pytest.fail(message)
+        pytest.skip(message)
+    signed = tmp_path / "by-signapk.zip"
+    unsigned = kit.work / "build" / "full-2" / "unsigned.zip"
+    subprocess.run([java, "-jar", str(SIGNAPK), "-w", str(kit.release.cert_path), str(kit.release.pk8_path),
+                    str(unsigned), str(signed)], check=True, capture_output=True, timeout=120)  # fmt: skip
+    status, document = run(capsys, "apply", str(phone), str(signed))
+    assert (status, document["code"]) == (0, "UPDATE"), document
+    assert slot_images(phone, "b") == images_of(kit.builds[2])
+
+
+def test_otacerts_zip_trusts_every_certificate_in_it(
+    tmp_path: Path, kit: Kit, packages: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The device's trust store can be an otacerts.zip, as /system/etc/security/otacerts.zip is."""
+    otacerts = tmp_path / "otacerts.zip"
+    with zipfile.ZipFile(otacerts, "w") as archive:
+        archive.write(kit.stranger.cert_path, "stranger.x509.pem")
+    release = kit.builds[1]
+    phone = tmp_path / "phone"
+    assert main(
+        ["device", "init", str(phone), "--device-name", DEVICE, "--build-fingerprint", release.fingerprint,
+         "--build-timestamp", str(release.timestamp), "--spl", release.spl, "--otacerts", str(otacerts),
+         "--images", str(release.images)]
+    ) == 0  # fmt: skip
+    capsys.readouterr()
+    refused(capsys, phone, packages["full-2"], "NOT_VERIFIED")  # the release key is not in this otacerts.zip
+    status, document = run(capsys, "apply", str(phone), str(packages["stranger"]))
+    assert (status, document["code"]) == (0, "UPDATE"), document
