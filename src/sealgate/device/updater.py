@@ -9,10 +9,10 @@ and payload_consumer/delta_performer.cc, driven by recovery's install.cpp for a 
    verify_file);
 2. the package's metadata decides whether it is meant for this device and is not a downgrade (`decide_package`);
 3. the payload is applied straight out of the zip (payload.bin's STORED bytes, payload_properties.txt as the
-   headers) into a fresh staging directory, with the otacerts' public keys as update_engine's payload keys (since
-   Android 11 update_engine reads the same otacerts.zip), the running slot as the source of an incremental, and
-   every hash checked by `ota.payload.apply.apply_payload`; partitions the payload does not touch are copied from
-   the running slot;
+   headers, whose POWERWASH=1 wipes user data as update_engine's does) into a fresh staging directory, with the
+   otacerts' public keys as the payload keys (DeltaPerformer::CreatePayloadVerifier reads the same otacerts.zip,
+   constants::kUpdateCertificatesPath), the running slot as the source of an incremental, and every hash checked
+   by `ota.payload.apply.apply_payload`; partitions the payload does not touch are copied from the running slot;
 4. one database commit makes that directory the inactive slot, active and "unbooted".
 
 Any refusal before the commit removes the staging directory and writes nothing: both slots' files and the database
