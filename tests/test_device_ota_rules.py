@@ -475,3 +475,15 @@ def test_text_output_for_people(tmp_path: Path, ota_key: Path, capsys: pytest.Ca
     assert capsys.readouterr().out.startswith("BOOTED: booted slot a")
     assert main(["device", "ota", "boot", str(tmp_path / "phone"), "--fail"]) == 1
     assert "NOTHING_TO_FAIL" in capsys.readouterr().out
+
+
+def test_a_complete_partial_file_is_checked_without_fetching(tmp_path: Path) -> None:
+    """A run that received every byte but stopped before the check: the next run only checks."""
+    with range_server({"full.zip": PAYLOAD}) as server:
+        server.faults.truncate_next = 1000
+        download(server.base + "full.zip", tmp_path, size=len(PAYLOAD), sha256=DIGEST)
+        (tmp_path / f"{DIGEST}.zip.part").write_bytes(PAYLOAD)
+        result = download(server.base + "full.zip", tmp_path, size=len(PAYLOAD), sha256=DIGEST)
+        assert server.faults.ranges == [None]  # no second request
+    assert (result.ok, result.code, result.received) == (True, "RESUMED", 0)
+    assert result.path is not None and result.path.read_bytes() == PAYLOAD

@@ -114,6 +114,8 @@ def download(url: str, directory: Path, *, size: int, sha256: str) -> DownloadRe
         _hash_into(digest, partial)
     received = 0
     try:
+        if start == size:  # an earlier run received every byte but stopped before the check: nothing to fetch
+            raise _Complete
         with _open(url, start) as (stream, offset, total):
             if total is not None and total != size:
                 return _discard(partial, record, "SIZE_MISMATCH", f"{url} is {total} bytes; the channel says {size}")
@@ -127,6 +129,8 @@ def download(url: str, directory: Path, *, size: int, sha256: str) -> DownloadRe
                 finally:
                     target.flush()
                     os.fsync(target.fileno())
+    except _Complete:
+        pass
     except _TooLong:
         return _discard(partial, record, "CORRUPTED", f"{url} sent more than the {size} bytes the channel says")
     except _RangeMismatch as exc:
@@ -180,6 +184,10 @@ class _TooLong(Exception):
     pass
 
 
+class _Complete(Exception):
+    pass
+
+
 class _RangeMismatch(Exception):
     pass
 
@@ -197,7 +205,7 @@ def _resumable_length(partial: Path, record: Path, expected: dict[str, object]) 
         return 0
     size = expected["size"]
     assert isinstance(size, int)
-    return length if length < size else 0
+    return length if length <= size else 0
 
 
 def _discard(partial: Path, record: Path, code: str, reason: str) -> DownloadResult:
