@@ -165,6 +165,23 @@ def test_properties_are_brillo_update_payloads_format(
             PayloadProperties.parse(bad)
 
 
+def test_install_options_after_the_description_are_kept_apart(
+    tmp_path: Path, signed_full: Full, rsa_key: PayloadKey
+) -> None:
+    """releasetools appends POWERWASH=1 (a wiping package) and SWITCH_SLOT_ON_REBOOT=0 (a secondary payload) to
+    payload_properties.txt; update_engine takes them as install options, so they must not make the file unreadable."""
+    payload, images, properties = signed_full
+    text = properties.to_text() + "POWERWASH=1\nSWITCH_SLOT_ON_REBOOT=0\n"
+    parsed = PayloadProperties.parse(text)
+    assert parsed.headers == (("POWERWASH", "1"), ("SWITCH_SLOT_ON_REBOOT", "0"))
+    assert parsed.header("POWERWASH") == "1" and parsed.header("RUN_POST_INSTALL") is None
+    assert parsed.to_text() == text
+    _same(images, _apply(payload, tmp_path, rsa_key, properties=parsed))
+    for bad in (text + "POWERWASH=0\n", text + "powerwash=1\n", text + "NO SEPARATOR\n"):
+        with pytest.raises(PayloadError):
+            PayloadProperties.parse(bad)
+
+
 def _regions(data: bytes) -> dict[str, range]:
     from payload_tools import manifest_signatures_range
 

@@ -82,7 +82,6 @@ BOOT_TRIES_RANGE = (1, 7)
 _MAX_CHANNEL = 4 * 1024 * 1024
 _MAX_PROPERTIES = 64 * 1024
 #: The payload_properties.txt lines that describe payload.bin (brillo_update_payload's properties).
-_PAYLOAD_DESCRIPTION = frozenset({"FILE_HASH", "FILE_SIZE", "METADATA_HASH", "METADATA_SIZE"})
 _MAX_VBMETA = 1024 * 1024
 _DEVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _DOWNLOADED_NAME = re.compile(r"^[0-9a-f]{64}\.zip$")
@@ -283,7 +282,7 @@ class Updater:
         try:
             try:
                 offset, size = entry_data_range(package, PAYLOAD)
-                properties, headers = _payload_properties(package)
+                properties = _payload_properties(package)
                 apply_payload(
                     package,
                     staging,
@@ -295,7 +294,7 @@ class Updater:
                 )
             except FormatError as exc:
                 return refuse("PAYLOAD_REFUSED", f"the payload was not applied: {exc}", decision.build)
-            if headers.get("POWERWASH") == "1" and not decision.wipe:  # update_engine wipes on POWERWASH=1
+            if properties.header("POWERWASH") == "1" and not decision.wipe:  # update_engine wipes on POWERWASH=1
                 decision = dataclasses.replace(decision, wipe=True, reason=f"{decision.reason}; user data is wiped")
             slots.complete_from(staging, source)
             try:
@@ -376,10 +375,9 @@ def read_channel_builds(data: bytes) -> list[OfferedBuild]:
     return list(read_channel(data).builds)
 
 
-def _payload_properties(package: Path) -> tuple[PayloadProperties, dict[str, str]]:
+def _payload_properties(package: Path) -> PayloadProperties:
     """payload_properties.txt as update_engine takes it (its --headers): the payload's hashes and sizes, and the
-    install options releasetools may add (POWERWASH=1 for a wiping package; update_attempter_android.cc's
-    kPayloadProperty* keys), which are not part of the payload's description and are returned apart."""
+    install options releasetools may add (POWERWASH=1 for a wiping package), kept in `headers`."""
     try:
         with ZipArchive.open(package) as archive:
             entry = archive.entry(PAYLOAD_PROPERTIES)
@@ -388,16 +386,7 @@ def _payload_properties(package: Path) -> tuple[PayloadProperties, dict[str, str
             text = archive.read(entry, max_size=_MAX_PROPERTIES).decode("ascii", errors="strict")
     except UnicodeDecodeError:
         raise FormatError(f"{PAYLOAD_PROPERTIES} is not ASCII text") from None
-    description, headers = [], {}
-    for line in text.splitlines():
-        key, _, value = line.partition("=")
-        if key in _PAYLOAD_DESCRIPTION or not line.strip():
-            description.append(line)
-        elif key in headers:
-            raise FormatError(f"{PAYLOAD_PROPERTIES} names {key} twice")
-        else:
-            headers[key] = value
-    return PayloadProperties.parse("\n".join(description) + "\n"), headers
+    return PayloadProperties.parse(text)
 
 
 @dataclass(frozen=True)
