@@ -53,6 +53,20 @@ class TrustedKey:
     hash_name: str
 
 
+@dataclass(frozen=True)
+class RangeDigest:
+    """The digest of a file's first `length` bytes, taken by whoever wrote them from the file as they wrote it.
+
+    The signer hashes its output while copying it; the verifier then checks everything else again (footer, end
+    record, comment, signature) and uses this digest instead of hashing the gigabytes a second time, but only when
+    it covers exactly the signed range the file's footer describes, with the hash the trusted key needs.
+    """
+
+    length: int
+    hash_name: str
+    digest: bytes
+
+
 @dataclass
 class OtaVerification:
     path: str
@@ -140,20 +154,27 @@ def _pem_certificate(data: bytes, where: str) -> Certificate:
         raise UsageError(f"{where} is not an X.509 certificate: {exc}") from None
 
 
-def verify_package(path: str | os.PathLike[str], keys: Sequence[TrustedKey]) -> OtaVerification:
-    """Recovery's verdict on the package at `path` with these trusted keys (a report; never raises on bad data)."""
+def verify_package(
+    path: str | os.PathLike[str], keys: Sequence[TrustedKey], *, written: RangeDigest | None = None
+) -> OtaVerification:
+    """Recovery's verdict on the package at `path` with these trusted keys (a report; never raises on bad data).
+
+    `written` is the signer's own digest of what it wrote (see `RangeDigest`); everyone else leaves it out.
+    """
     result = OtaVerification(os.fspath(path))
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError as exc:
         return result.fail("OTA_UNREADABLE", f"cannot read {os.fspath(path)}: {exc.strerror}")
     try:
-        return _verify(fd, keys, result)
+        return _verify(fd, keys, result, written)
     finally:
         os.close(fd)
 
 
-def _verify(fd: int, keys: Sequence[TrustedKey], result: OtaVerification) -> OtaVerification:
+def _verify(
+    fd: int, keys: Sequence[TrustedKey], result: OtaVerification, written: RangeDigest | None
+) -> OtaVerification:
     length = os.fstat(fd).st_size
     if length < FOOTER_SIZE:
         return result.fail("OTA_TOO_SMALL", "the file is too small to hold a whole-file signature footer")
@@ -185,7 +206,11 @@ def _verify(fd: int, keys: Sequence[TrustedKey], result: OtaVerification) -> Ota
     signature = _signer_info_signature(eocd[eocd_size - signature_start : eocd_size - FOOTER_SIZE])
     if signature is None:
         return result.fail("OTA_NO_SIGNATURE", "the comment holds no PKCS#7 signature recovery can read")
-    digests = _digests(fd, signed_length, {key.hash_name for key in keys})
+    needed = {key.hash_name for key in keys}
+    known: dict[str, bytes] = {}
+    if written is not None and written.length == signed_length and written.hash_name in needed:
+        known[written.hash_name] = written.digest
+    digests = {**_digests(fd, signed_length, needed - known.keys()), **known}
     for key in keys:
         if _verifies(key, digests[key.hash_name], signature):
             result.verified = True
