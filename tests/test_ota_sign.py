@@ -158,7 +158,7 @@ def test_info_reads_metadata_checks_property_files_and_names_the_claimed_signer(
 
 
 def test_large_package_is_hashed_while_copied_and_verifies_with_openssl(tmp_path: Path) -> None:
-    """A payload of several copy steps (2 MiB each) that does not end on a step: the digest taken while copying must
+    """A payload of several copy steps (1 MiB each) that does not end on a step: the digest taken while copying must
     be the one OpenSSL computes over the signed range, and the verifier must not take a digest that is wrong."""
     import os
 

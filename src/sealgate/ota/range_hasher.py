@@ -3,21 +3,21 @@
 A whole-file signature covers one sequential range, so its hash cannot be split across cores the way APK chunk
 digests are; what can be overlapped is the hashing with the writing. The signer copies the package's entries and
 reports, step by step, how far the output is final (`advance`); this hasher's thread follows behind, hashing the
-output file itself (what is hashed is what was written) through a memory map of just the new bytes, unmapped again
-once hashed, so memory stays at one step (2 MiB) whatever the package's size and no byte is copied to Python.
+output file itself (what is hashed is what was written), read a step at a time into a reused buffer (`FileRanges`)
+while the pages are still in the shared cache, so memory stays at one step (1 MiB) whatever the package's size.
 """
 
 from __future__ import annotations
 
 import hashlib
-import mmap
 import queue
 import threading
 
-_PAGE = mmap.ALLOCATIONGRANULARITY
-#: Longest range mapped at once, and the step the writer should report progress in: small enough that the hash
+from sealgate.filerange import FileRanges
+
+#: Bytes read and hashed at a time, and the step the writer should report progress in: small enough that the hash
 #: reads what the copy has just written while it is still in the shared cache (a step behind, on the other core).
-HASH_STEP = 2 * 1024 * 1024
+HASH_STEP = 1024 * 1024
 
 
 class FollowingHasher:
@@ -64,11 +64,6 @@ class FollowingHasher:
             self._error = exc
 
     def _hash(self, start: int, end: int) -> None:
-        map_start = start - start % _PAGE
-        with (
-            mmap.mmap(self._fd, end - map_start, offset=map_start, prot=mmap.PROT_READ) as mapped,
-            memoryview(mapped) as whole,
-            whole[start - map_start :] as view,
-        ):
+        with FileRanges(self._fd, end) as ranges, ranges.view(start, end - start) as view:
             self._hasher.update(view)
         self._hashed = end

@@ -13,7 +13,7 @@ build made them, so the signed package hashes the same on every machine. The out
 (`whole_file.verify_package`) before it replaces anything.
 
 The package is read and written once: the entries are copied file to file by the kernel (`copy_file_range`) in
-2 MiB steps while another thread hashes the output right behind the copy (`range_hasher`), and the verifier's check
+1 MiB steps while another thread hashes the output right behind the copy (`range_hasher`), and the verifier's check
 uses that digest of the file as written instead of hashing the gigabytes again; signing costs about one copy and
 one hash pass, overlapped on two cores.
 """

@@ -13,8 +13,8 @@ with sha1WithRSA (or md5WithRSA), SHA-256 for sha256WithRSA and ecdsa-with-SHA25
 loaded at all, RSA keys must be 2048 or 4096 bits with exponent 3 or 65537, EC keys 256 bits.
 
 Hand-written because no library verifies this format; the cryptography is `cryptography`'s, the PKCS#7 structure
-asn1crypto's, and the signed range is hashed in 16 MiB steps over a shared memory map, each needed hash on its own
-thread, so memory stays bounded whatever the package's size.
+asn1crypto's, and the signed range is read in 1 MiB steps into a reused buffer (`FileRanges`: cheaper than a memory
+map) and hashed from there, each needed hash on its own thread, so memory stays bounded whatever the package's size.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from sealgate.filerange import FileRanges
 FOOTER_SIZE = 6
 EOCD_HEADER_SIZE = 22
 EOCD_MAGIC = b"PK\x05\x06"
-_STEP = 16 * 1024 * 1024
+_STEP = 1024 * 1024
 #: Certificate signature algorithms recovery loads, and the hash it then uses for the package.
 _HASH_BY_CERTIFICATE_ALGORITHM = {
     "md5_rsa": "sha1",
