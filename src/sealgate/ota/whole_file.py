@@ -239,7 +239,7 @@ def _signer_info_signature(block: bytes) -> bytes | None:
 def _digests(fd: int, length: int, hash_names: set[str]) -> dict[str, bytes]:
     """Each needed hash of the first `length` bytes, all in one pass over the map (a thread per hash)."""
     hashers = {name: hashlib.new(name) for name in sorted(hash_names)}
-    if length == 0:
+    if length == 0 or not hashers:
         return {name: hasher.digest() for name, hasher in hashers.items()}
     with FileRanges(fd, length) as ranges:
         for offset in range(0, length, _STEP):
