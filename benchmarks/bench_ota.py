@@ -204,6 +204,9 @@ def main(argv: list[str] | None = None) -> int:
         theirs.unlink()
     sign_speedup = signing[0].best / signing[1].best if signing[1].best else 0.0
     verify_ratio = verifying[1].best / verifying[0].best if verifying[0].best else 0.0
+    # Signing hashes the signed range in one sequential pass (it cannot be split across cores), so one SHA-256 pass
+    # is its floor: how close it comes shows what is left to gain, whatever signapk does.
+    sign_to_floor = signing[1].best / verifying[0].best if verifying[0].best else 0.0
     targets = {
         f"sign >= {TARGET_SIGN_SPEEDUP:g}x faster than signapk -w": sign_speedup >= TARGET_SIGN_SPEEDUP,
         f"verify <= {TARGET_VERIFY_RATIO:g}x openssl dgst -sha256": verify_ratio <= TARGET_VERIFY_RATIO,
@@ -217,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         report = {"package": str(package), "size": size, "runs": args.runs, "cpus": os.cpu_count()}
         rows_json = [{**asdict(row), "best": row.best, "spread": spread(row)} for row in rows]
-        ratios = {"sign_speedup": sign_speedup, "verify_ratio": verify_ratio}
+        ratios = {"sign_speedup": sign_speedup, "verify_ratio": verify_ratio, "sign_to_one_hash_pass": sign_to_floor}
         print(json.dumps({**report, "rows": rows_json, **ratios, "targets": targets}, indent=2, default=str))
         return 0 if all(targets.values()) else 1
     size_mb = size / (1 << 20)
@@ -232,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     print(f"\nsealgate ota sign is {sign_speedup:.2f}x faster than signapk -w")
     print(f"sealgate ota verify takes {verify_ratio:.2f}x openssl dgst -sha256's time")
+    print(f"sealgate ota sign takes {sign_to_floor:.2f}x one SHA-256 pass (openssl dgst), the floor for signing")
     for name, met in targets.items():
         print(f"  [{'met ' if met else 'MISS'}] {name}")
     return 0 if all(targets.values()) else 1
