@@ -24,6 +24,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -48,8 +49,8 @@ SCHEMES = ("v1", "v2", "v3")
 class Row:
     label: str
     command: list[str]
-    #: What the command writes; deleted (untimed) before each run.
-    output: Path
+    #: What the command writes, if anything; deleted (untimed) before each run.
+    output: Path | None = None
     times: list[float] = field(default_factory=list)
     peak_rss_mb: float = 0.0
     exit_status: int = 0
@@ -102,7 +103,7 @@ def commands(unsigned: Path, workdir: Path, sealgate: str) -> tuple[Row, Row]:
     )
 
 
-def measure(rows: tuple[Row, Row], runs: int) -> None:
+def measure(rows: Sequence[Row], runs: int) -> None:
     """Alternate the tools so that a busy moment on the machine does not hit one tool's runs only.
 
     Before each run the previous output is deleted and the page cache's dirty data goes to disk (untimed), so no run
@@ -111,13 +112,14 @@ def measure(rows: tuple[Row, Row], runs: int) -> None:
     """
     for _ in range(runs):
         for row in rows:
-            row.output.unlink(missing_ok=True)
+            if row.output is not None:
+                row.output.unlink(missing_ok=True)
             os.sync()
             elapsed, rss, status = time_once(row.command)
             row.times.append(round(elapsed, 3))
             row.peak_rss_mb = max(row.peak_rss_mb, rss)
             row.exit_status = row.exit_status or status
-            print(f"  {row.label:<32} {elapsed:7.2f} s  {rss:6.0f} MB  exit {status}", file=sys.stderr)
+            print(f"  {row.label:<36} {elapsed:7.2f} s  {rss:6.0f} MB  exit {status}", file=sys.stderr)
 
 
 def cross_check(workdir: Path, sealgate: str) -> dict[str, bool]:

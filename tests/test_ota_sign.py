@@ -155,3 +155,35 @@ def test_info_reads_metadata_checks_property_files_and_names_the_claimed_signer(
         ("payload_properties.txt", False),
     ]
     assert info.whole_file_signed and info.claimed_signer == signer.certificate
+
+
+def test_large_package_is_hashed_while_copied_and_verifies_with_openssl(tmp_path: Path) -> None:
+    """A payload of several copy steps (1 MiB each) that does not end on a step: the digest taken while copying must
+    be the one OpenSSL computes over the signed range, and the verifier must not take a digest that is wrong."""
+    import os
+
+    from sealgate.ota.whole_file import RangeDigest
+
+    signer, pem, _ = _signer("rsa", tmp_path)
+    unsigned = tmp_path / "unsigned.zip"
+    with zipfile.ZipFile(unsigned, "w") as archive:
+        archive.writestr(zipfile.ZipInfo("payload.bin"), os.urandom(5 * 1024 * 1024 + 12345))
+        archive.writestr("payload_properties.txt", "FILE_SIZE=5255225\n")
+    signed = tmp_path / "signed.zip"
+    assert sign_package(unsigned, signed, signer).verified
+    data = signed.read_bytes()
+    signature_start = data[-6] | data[-5] << 8
+    (tmp_path / "content").write_bytes(signed_range(signed))
+    (tmp_path / "sig.der").write_bytes(data[len(data) - signature_start : len(data) - 6])
+    check = subprocess.run(
+        [require_tool("openssl"), "cms", "-verify", "-binary", "-inform", "DER", "-in", str(tmp_path / "sig.der"),
+         "-content", str(tmp_path / "content"), "-CAfile", str(pem), "-purpose", "any", "-out", "/dev/null"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert check.returncode == 0, check.stderr
+    keys = load_trusted_keys([pem])
+    length = len(signed_range(signed))
+    wrong = RangeDigest(length, "sha256", bytes(32))
+    assert not verify_package(signed, keys, written=wrong).verified
+    # A digest of some other range is not used at all: the verifier hashes the file itself.
+    assert verify_package(signed, keys, written=RangeDigest(length - 1, "sha256", bytes(32))).verified

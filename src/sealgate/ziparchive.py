@@ -60,6 +60,8 @@ FLAG_DATA_DESCRIPTOR = 0x0008
 #: Default bound on the inflated size of one entry read into memory.
 DEFAULT_MAX_ENTRY_SIZE = 256 * 1024 * 1024
 _READ_CHUNK = 4 * 1024 * 1024
+#: Compressed (or stored) bytes read at a time: small enough to stay in a core's cache while hashed or inflated.
+_RAW_CHUNK = 1024 * 1024
 
 _EOCD = struct.Struct("<IHHHHIIH")
 _ZIP64_LOCATOR = struct.Struct("<IIQI")
@@ -193,7 +195,7 @@ class ZipArchive:
     ) -> Iterator[bytes | memoryview]:
         """Yield the uncompressed bytes of `entry` in chunks, checking size and CRC-32 at the end.
 
-        Stored entries come as views straight into the mapped file (no copy), each valid only until the iterator
+        Stored entries come as views of a reused read buffer (`FileRanges`), each valid only until the iterator
         advances: hash or copy a chunk before asking for the next one. `check_crc=False` is for callers that
         authenticate the bytes themselves (the JAR signature's digests), as Android's StrictJarFile does not check
         CRC-32 either; sizes are still enforced.
@@ -265,7 +267,7 @@ class ZipArchive:
         offset = entry.data_offset
         end = entry.data_offset + entry.compressed_size
         while offset < end:
-            length = min(_READ_CHUNK, end - offset)
+            length = min(_RAW_CHUNK, end - offset)
             try:
                 with self._ranges.view(offset, length) as chunk:
                     yield chunk

@@ -12,11 +12,15 @@ Unlike signapk, the entries are not rewritten (sorted, recompressed, re-stamped)
 build made them, so the signed package hashes the same on every machine, and the offsets an A/B package's property
 files name stay right (a package in which dropping an old signature file would move them is refused). The output
 is checked with the verifier (`whole_file.verify_package`) before it replaces anything.
+
+The package is read and written once: the entries are copied file to file by the kernel (`copy_file_range`) in
+1 MiB steps while another thread hashes the output right behind the copy (`range_hasher`), and the verifier's check
+uses that digest of the file as written instead of hashing the gigabytes again; signing costs about one copy and
+one hash pass, overlapped on two cores.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import struct
@@ -30,7 +34,16 @@ from sealgate.apk.signing.jar import detached_signed_data
 from sealgate.apk.signing.output import AtomicOutput
 from sealgate.apk.signing.writer import ZipWriter
 from sealgate.errors import OtaFormatError, SealgateError, UsageError
-from sealgate.ota.whole_file import EOCD_MAGIC, FOOTER_SIZE, OtaVerification, trusted_key, verify_package
+from sealgate.ota.range_hasher import HASH_STEP, FollowingHasher
+from sealgate.ota.whole_file import (
+    EOCD_HEADER_SIZE,
+    EOCD_MAGIC,
+    FOOTER_SIZE,
+    OtaVerification,
+    RangeDigest,
+    trusted_key,
+    verify_package,
+)
 from sealgate.signing import Signer, SigningAlgorithm
 from sealgate.ziparchive import ZipArchive
 
@@ -39,7 +52,8 @@ OTACERT = "META-INF/com/android/otacert"
 _STRIP = re.compile(r"^(META-INF/((.*)[.](SF|RSA|DSA|EC)|com/android/otacert))|(META-INF/MANIFEST\.MF)$")
 _MESSAGE = b"signed by SignApk\x00"
 _MAX_COMMENT = 0xFFFF
-_STEP = 16 * 1024 * 1024
+#: The end record up to its comment length field: the last bytes the signature covers.
+_SIGNED_EOCD_SIZE = EOCD_HEADER_SIZE - 2
 
 
 def sign_package(
@@ -55,15 +69,9 @@ def sign_package(
     with archive, AtomicOutput(output_path) as output:
         if archive.violations:
             raise OtaFormatError(f"{os.fspath(input_path)}: {archive.violations[0].message}")
-        writer = ZipWriter(archive, output.fd, alignment=1, page_alignment=1)
-        kept = [entry for entry in archive.entries if not entry.is_directory and kept_entry(entry.name)]
-        writer.copy_entries(kept)
-        writer.add_deflated(OTACERT, _certificate_pem(signer))
-        layout = writer.layout(page_align=False)
-        cd_offset = layout.entries_end
-        writer.write_at(cd_offset, layout.central_directory)
-        signed_tail = layout.eocd_with_cd_offset(cd_offset)[:20]
-        digest = _digest(output.fd, cd_offset + len(layout.central_directory), signed_tail, key.hash_name)
+        output.start_writeback()
+        writer = ZipWriter(archive, output.fd, alignment=1, page_alignment=1, copy_step=HASH_STEP)
+        signed_length, digest = _write_signed_range(writer, archive, _certificate_pem(signer), key.hash_name)
         block = _signature_block(signer, algorithm, digest, key.hash_name)
         comment = _MESSAGE + block
         comment += struct.pack("<HBBH", len(block) + FOOTER_SIZE, 0xFF, 0xFF, len(comment) + FOOTER_SIZE)
@@ -71,11 +79,11 @@ def sign_package(
             raise OtaFormatError("the signature is too large for a ZIP comment")
         if EOCD_MAGIC in comment:
             raise OtaFormatError("the signature happens to contain an end-of-central-directory marker; sign again")
-        writer.write_at(
-            cd_offset + len(layout.central_directory), signed_tail + struct.pack("<H", len(comment)) + comment
-        )
+        writer.write_at(signed_length, struct.pack("<H", len(comment)) + comment)
         _check_property_files_kept(archive, output.temp_path)
-        result = verify_package(output.temp_path, [key])
+        # The full verdict on the file as it now is; only the hash of the signed range is the one taken while it
+        # was written, from the file itself (hashing 2 GB again would prove nothing more).
+        result = verify_package(output.temp_path, [key], written=RangeDigest(signed_length, key.hash_name, digest))
         if not result.verified:
             problems = "; ".join(issue.message for issue in result.errors)
             raise OtaFormatError(f"the signed package does not verify, so it was not written: {problems}")
@@ -104,6 +112,31 @@ def _check_property_files_kept(archive: ZipArchive, signed: Path) -> None:
         )
 
 
+def _write_signed_range(
+    writer: ZipWriter, archive: ZipArchive, certificate_pem: bytes, hash_name: str
+) -> tuple[int, bytes]:
+    """Write everything the signature covers, hashing it meanwhile: (signed length, digest).
+
+    The end record's first 20 bytes (up to the comment length) are written here too and hashed from the file like
+    the rest, so every signed byte is hashed as the file holds it; the comment length and the comment follow.
+    """
+    hasher = FollowingHasher(writer.fd, hash_name)
+    writer.progress = hasher.advance
+    try:
+        kept = [entry for entry in archive.entries if not entry.is_directory and kept_entry(entry.name)]
+        writer.copy_entries(kept)
+        writer.add_deflated(OTACERT, certificate_pem)
+        layout = writer.layout(page_align=False)
+        cd_offset = layout.entries_end
+        signed_tail = layout.eocd_with_cd_offset(cd_offset)[:_SIGNED_EOCD_SIZE]
+        writer.write_at(cd_offset, layout.central_directory + signed_tail)
+        signed_length = cd_offset + len(layout.central_directory) + len(signed_tail)
+        return signed_length, hasher.finish(signed_length)
+    finally:
+        writer.progress = None
+        hasher.cancel()
+
+
 def _algorithm(signer: Signer, hash_name: str) -> SigningAlgorithm:
     wanted = {
         ("RSA", "sha1"): SigningAlgorithm.RSA_PKCS1_SHA1,
@@ -119,14 +152,6 @@ def _algorithm(signer: Signer, hash_name: str) -> SigningAlgorithm:
 
 def _certificate_pem(signer: Signer) -> bytes:
     return bytes(asn1_pem.armor("CERTIFICATE", signer.certificate.der))
-
-
-def _digest(fd: int, length: int, tail: bytes, hash_name: str) -> bytes:
-    hasher = hashlib.new(hash_name)
-    for offset in range(0, length, _STEP):
-        hasher.update(os.pread(fd, min(_STEP, length - offset), offset))
-    hasher.update(tail)
-    return hasher.digest()
 
 
 def kept_entry(name: str) -> bool:

@@ -13,8 +13,8 @@ with sha1WithRSA (or md5WithRSA), SHA-256 for sha256WithRSA and ecdsa-with-SHA25
 loaded at all, RSA keys must be 2048 or 4096 bits with exponent 3 or 65537, EC keys 256 bits.
 
 Hand-written because no library verifies this format; the cryptography is `cryptography`'s, the PKCS#7 structure
-asn1crypto's, and the signed range is hashed in 16 MiB steps over a shared memory map, each needed hash on its own
-thread, so memory stays bounded whatever the package's size.
+asn1crypto's, and the signed range is read in 1 MiB steps into a reused buffer (`FileRanges`: cheaper than a memory
+map) and hashed from there, each needed hash on its own thread, so memory stays bounded whatever the package's size.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from sealgate.filerange import FileRanges
 FOOTER_SIZE = 6
 EOCD_HEADER_SIZE = 22
 EOCD_MAGIC = b"PK\x05\x06"
-_STEP = 16 * 1024 * 1024
+_STEP = 1024 * 1024
 #: Certificate signature algorithms recovery loads, and the hash it then uses for the package.
 _HASH_BY_CERTIFICATE_ALGORITHM = {
     "md5_rsa": "sha1",
@@ -51,6 +51,20 @@ class TrustedKey:
 
     certificate: Certificate
     hash_name: str
+
+
+@dataclass(frozen=True)
+class RangeDigest:
+    """The digest of a file's first `length` bytes, taken by whoever wrote them from the file as they wrote it.
+
+    The signer hashes its output while copying it; the verifier then checks everything else again (footer, end
+    record, comment, signature) and uses this digest instead of hashing the gigabytes a second time, but only when
+    it covers exactly the signed range the file's footer describes, with the hash the trusted key needs.
+    """
+
+    length: int
+    hash_name: str
+    digest: bytes
 
 
 @dataclass
@@ -140,20 +154,27 @@ def _pem_certificate(data: bytes, where: str) -> Certificate:
         raise UsageError(f"{where} is not an X.509 certificate: {exc}") from None
 
 
-def verify_package(path: str | os.PathLike[str], keys: Sequence[TrustedKey]) -> OtaVerification:
-    """Recovery's verdict on the package at `path` with these trusted keys (a report; never raises on bad data)."""
+def verify_package(
+    path: str | os.PathLike[str], keys: Sequence[TrustedKey], *, written: RangeDigest | None = None
+) -> OtaVerification:
+    """Recovery's verdict on the package at `path` with these trusted keys (a report; never raises on bad data).
+
+    `written` is the signer's own digest of what it wrote (see `RangeDigest`); everyone else leaves it out.
+    """
     result = OtaVerification(os.fspath(path))
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError as exc:
         return result.fail("OTA_UNREADABLE", f"cannot read {os.fspath(path)}: {exc.strerror}")
     try:
-        return _verify(fd, keys, result)
+        return _verify(fd, keys, result, written)
     finally:
         os.close(fd)
 
 
-def _verify(fd: int, keys: Sequence[TrustedKey], result: OtaVerification) -> OtaVerification:
+def _verify(
+    fd: int, keys: Sequence[TrustedKey], result: OtaVerification, written: RangeDigest | None
+) -> OtaVerification:
     length = os.fstat(fd).st_size
     if length < FOOTER_SIZE:
         return result.fail("OTA_TOO_SMALL", "the file is too small to hold a whole-file signature footer")
@@ -185,7 +206,11 @@ def _verify(fd: int, keys: Sequence[TrustedKey], result: OtaVerification) -> Ota
     signature = _signer_info_signature(eocd[eocd_size - signature_start : eocd_size - FOOTER_SIZE])
     if signature is None:
         return result.fail("OTA_NO_SIGNATURE", "the comment holds no PKCS#7 signature recovery can read")
-    digests = _digests(fd, signed_length, {key.hash_name for key in keys})
+    needed = {key.hash_name for key in keys}
+    known: dict[str, bytes] = {}
+    if written is not None and written.length == signed_length and written.hash_name in needed:
+        known[written.hash_name] = written.digest
+    digests = {**_digests(fd, signed_length, needed - known.keys()), **known}
     for key in keys:
         if _verifies(key, digests[key.hash_name], signature):
             result.verified = True
@@ -214,7 +239,7 @@ def _signer_info_signature(block: bytes) -> bytes | None:
 def _digests(fd: int, length: int, hash_names: set[str]) -> dict[str, bytes]:
     """Each needed hash of the first `length` bytes, all in one pass over the map (a thread per hash)."""
     hashers = {name: hashlib.new(name) for name in sorted(hash_names)}
-    if length == 0:
+    if length == 0 or not hashers:
         return {name: hasher.digest() for name, hasher in hashers.items()}
     with FileRanges(fd, length) as ranges:
         for offset in range(0, length, _STEP):

@@ -42,7 +42,7 @@ class HeadDigests:
 
 
 def file_chunk_digests(fd: int, offset: int, length: int, algorithms: Sequence[ContentDigest]) -> list[list[bytes]]:
-    """Chunk digests of `length` bytes at `offset` of the file behind `fd` (mapped only as far as needed)."""
+    """Chunk digests of `length` bytes at `offset` of the file behind `fd` (read only as far as `offset + length`)."""
     if length == 0:
         return [[] for _ in algorithms]
     with FileRanges(fd, offset + length) as ranges:
@@ -52,8 +52,8 @@ def file_chunk_digests(fd: int, offset: int, length: int, algorithms: Sequence[C
 class StreamingDigest:
     """Hashes whole chunks of the output on `pool` as `advance` reports them final.
 
-    `advance` is called from the writing thread only. The file is mapped per job, up to the job's end: the output
-    grows while it is hashed, and a mapping cannot reach past the end of a file.
+    `advance` is called from the writing thread only. Each job reads the output up to the job's end only: the output
+    grows while it is hashed.
     """
 
     def __init__(self, fd: int, algorithms: Sequence[ContentDigest], pool: Executor) -> None:

@@ -66,7 +66,7 @@ class ZipWriter:
     """Writes the output APK into `out_fd` (a new, empty file), tracking the offset; positional writes only.
 
     Entries are written front to back and never touched again, so every byte before `offset` is final; `progress`
-    is told the new offset after each step of the copy.
+    is told the new offset after each step of the copy (`copy_step` bytes at most).
     """
 
     def __init__(
@@ -77,10 +77,13 @@ class ZipWriter:
         alignment: int,
         page_alignment: int,
         progress: Callable[[int], None] | None = None,
+        copy_step: int = _COPY_STEP,
     ) -> None:
         self._archive = archive
+        self._copy_step = copy_step
         self._fd = out_fd
-        self._progress = progress
+        #: Told the new offset after each step of the copy; may be replaced between steps.
+        self.progress = progress
         self._alignment = alignment
         self._page_alignment = page_alignment
         self._offset = 0
@@ -93,6 +96,10 @@ class ZipWriter:
     @property
     def offset(self) -> int:
         return self._offset
+
+    @property
+    def fd(self) -> int:
+        return self._fd
 
     def copy_entries(self, entries: Sequence[ZipEntry]) -> None:
         """Copy `entries` (in local-header order), re-aligning STORED data; runs of untouched bytes in one copy."""
@@ -194,7 +201,9 @@ class ZipWriter:
                 copied = self._copy_by_reading(source, source_offset, min(length, _COPY_CHUNK))
             else:
                 try:
-                    copied = os.copy_file_range(source, self._fd, min(length, _COPY_STEP), source_offset, self._offset)
+                    copied = os.copy_file_range(
+                        source, self._fd, min(length, self._copy_step), source_offset, self._offset
+                    )
                 except OSError as exc:
                     if exc.errno not in _COPY_FALLBACK_ERRNOS:
                         raise
@@ -205,8 +214,8 @@ class ZipWriter:
             source_offset += copied
             self._offset += copied
             length -= copied
-            if self._progress is not None:
-                self._progress(self._offset)
+            if self.progress is not None:
+                self.progress(self._offset)
 
     def _copy_by_reading(self, source: int, source_offset: int, length: int) -> int:
         data = os.pread(source, length, source_offset)
