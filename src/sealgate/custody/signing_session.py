@@ -112,9 +112,17 @@ class OtaFacts:
     post_timestamp: str | None
     post_security_patch_level: str | None
     already_signed: bool
+    #: payload.bin: "unsigned" (the session signs it), "signed" (kept), "unreadable" or "absent" (not an A/B payload).
+    payload: str = "absent"
+
+    @property
+    def signs_payload(self) -> bool:
+        return self.payload == "unsigned"
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "payload": self.payload,
+            "payload_will_be_signed": self.signs_payload,
             "ota_type": self.ota_type,
             "pre_device": self.pre_device,
             "pre_build": self.pre_build,
@@ -190,6 +198,8 @@ class SigningSummary:
             how = f"APK signature ({_options_text(item.apk_options)})" if item.kind == "apk" else None
             if item.kind == "ota":
                 how = f"whole-file OTA signature (signapk -w, {ota_algorithm(summary.certificate)})"
+                if summary.ota is not None and summary.ota.signs_payload:
+                    how = f"payload signature (update_engine's) and {how}"
             if how is None:
                 assert item.algorithm is not None
                 over = "the digest above" if item.kind == "digest" else "the file"
@@ -213,6 +223,12 @@ class SigningSummary:
                     lines.append(f"               incremental from {ota.pre_build}")
                 if ota.already_signed:
                     lines.append("               (it already carries a whole-file signature, which will be replaced)")
+                if ota.signs_payload:
+                    lines.append(f"    payload    payload.bin is unsigned: it will be signed with the {item.role} key")
+                    lines.append("               (update_engine's metadata and payload signatures), then")
+                    lines.append("               payload_properties.txt and the package rebuilt, same metadata")
+                elif ota.payload == "signed":
+                    lines.append("    payload    payload.bin is already signed; it is kept as it is")
             labels = {
                 "description": "what",
                 "version": "version",
@@ -450,7 +466,8 @@ class SigningSession:
         if item.kind == "apk":
             return _sign_apk(self._extracted[item.id], output, signer, item)
         if item.kind == "ota":
-            return _sign_ota(self._extracted[item.id], output, signer, item)
+            work = Path(self._work.name) / f"ota-{item.id}"
+            return _sign_ota(self._extracted[item.id], output, signer, item, work)
         assert item.algorithm is not None
         algorithm = item.algorithm
         if item.kind == "digest":
@@ -597,19 +614,22 @@ def _sign_apk(source: Path, output: Path, signer: Signer, item: RequestItem) -> 
     return apk_algorithm(verification.schemes)
 
 
-def ota_algorithm(certificate: Certificate, item: RequestItem | None = None) -> str:
+def ota_algorithm(certificate: Certificate, item: RequestItem | None = None, *, payload: bool = False) -> str:
     """How a whole-file OTA signature is named in the record: "ota-whole-file-sha256" (or -sha1, as recovery picks
-    the hash from the certificate); BundleError when recovery would not load the certificate at all."""
+    the hash from the certificate), "ota-payload-sha256+whole-file-sha256" when the session signed payload.bin too;
+    BundleError when recovery would not load the certificate at all."""
     from sealgate.ota.whole_file import trusted_key
 
     try:
-        return f"ota-whole-file-{trusted_key(certificate, 'the certificate').hash_name}"
+        name = f"whole-file-{trusted_key(certificate, 'the certificate').hash_name}"
+        return f"ota-payload-sha256+{name}" if payload else f"ota-{name}"
     except UsageError as exc:
         what = f"item {item.id} ({item.name}): " if item is not None else ""
         raise BundleError(f"{what}the role's key cannot sign OTA packages recovery accepts: {exc}") from exc
 
 
 def _ota_facts(path: Path, item: RequestItem) -> OtaFacts:
+    from sealgate.custody.ota_payload import payload_state
     from sealgate.ota.info import read_info
     from sealgate.ota.metadata import read_package_metadata
 
@@ -626,13 +646,20 @@ def _ota_facts(path: Path, item: RequestItem) -> OtaFacts:
         post_timestamp=str(metadata.post_timestamp) if metadata.post_timestamp else None,
         post_security_patch_level=metadata.post_security_patch_level,
         already_signed=signed,
+        payload=payload_state(path),
     )
 
 
-def _sign_ota(source: Path, output: Path, signer: Signer, item: RequestItem) -> str:
+def _sign_ota(source: Path, output: Path, signer: Signer, item: RequestItem, work: Path) -> str:
+    from sealgate.custody.ota_payload import payload_state, sign_package_payload
     from sealgate.ota.signer import sign_package
 
+    signs_payload = payload_state(source) == "unsigned"
     try:
+        if signs_payload:
+            with_payload = work / "payload-signed.zip"
+            sign_package_payload(source, with_payload, signer, work)
+            source = with_payload
         verification = sign_package(source, output, signer)
     except SealgateError as exc:
         raise BundleError(f"item {item.id} ({item.name}) cannot be signed: {exc}") from exc
@@ -641,11 +668,15 @@ def _sign_ota(source: Path, output: Path, signer: Signer, item: RequestItem) -> 
         raise BundleError(f"item {item.id} ({item.name}): the signed OTA package does not verify: {problems}")
     if verification.signer.sha256 != signer.certificate.sha256:
         raise BundleError(f"item {item.id} ({item.name}): the signed package does not name the {item.role} certificate")
-    return ota_algorithm(signer.certificate, item)
+    return ota_algorithm(signer.certificate, item, payload=signs_payload)
 
 
-def _check_signed_ota(signed: Path, unsigned: Path, item: RequestItem, certificate: Certificate) -> None:
-    """Recovery's verdict with the role's certificate alone, and exactly the unsigned package's entries inside."""
+def _check_signed_ota(
+    signed: Path, unsigned: Path, item: RequestItem, certificate: Certificate, answer: ResponseItem, work: Path
+) -> None:
+    """Recovery's verdict with the role's certificate alone, and exactly the unsigned package's entries inside
+    (or, when the payload was sent unsigned, the same package with its payload signed by the role's key)."""
+    from sealgate.custody.ota_payload import PayloadCheckError, check_signed_payload, payload_state
     from sealgate.ota.signer import OTACERT, kept_entry
     from sealgate.ota.whole_file import trusted_key, verify_package
 
@@ -656,6 +687,21 @@ def _check_signed_ota(signed: Path, unsigned: Path, item: RequestItem, certifica
             f"the signed OTA package of item {item.id} ({item.name}) does not verify with the {item.role} "
             f"certificate {certificate.sha256}: {problems}; nothing was written"
         )
+    signs_payload = payload_state(unsigned) == "unsigned"
+    expected = ota_algorithm(certificate, item, payload=signs_payload)
+    if answer.algorithm != expected:
+        raise BundleError(
+            f"item {item.id} ({item.name}) was signed as {answer.algorithm}, not the {expected} its package "
+            "needs; nothing was written"
+        )
+    if signs_payload:
+        try:
+            check_signed_payload(signed, unsigned, certificate, work)
+        except PayloadCheckError as exc:
+            raise BundleError(
+                f"the signed OTA package of item {item.id} ({item.name}) is refused: {exc}; nothing was written"
+            ) from exc
+        return
     try:
         before = _entry_digests(unsigned, kept_entry)
         after = _entry_digests(signed, lambda name: name != OTACERT)
@@ -940,10 +986,11 @@ def _pair_items(
                 f"{item.role} certificate {expected.sha256} of the public keys; nothing was written"
             )
         if item.kind == "ota":
-            if answer.algorithm != ota_algorithm(expected, item):
+            forms = (ota_algorithm(expected, item), ota_algorithm(expected, item, payload=True))
+            if answer.algorithm not in forms:
                 raise BundleError(
                     f"item {item.id} ({item.name}) was signed as {answer.algorithm}, not the "
-                    f"{ota_algorithm(expected, item)} the {item.role} certificate makes"
+                    f"{' or '.join(forms)} the {item.role} certificate makes"
                 )
         elif item.kind != "apk":
             assert item.algorithm is not None
@@ -1006,7 +1053,7 @@ def _stage(
         unsigned = staging / f"{item.id}.unsigned"
         with open(unsigned, "xb") as handle:
             request_bundle.copy_payload(item, handle)
-        _check_signed_ota(target, unsigned, item, certificate)
+        _check_signed_ota(target, unsigned, item, certificate, answer, staging / f"{item.id}.check")
         unsigned.unlink()
         return target
     if item.kind == "apk":
