@@ -136,8 +136,9 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SEALGATE_PASSPHRASE", PASSPHRASE)
         for name in ("keystore", "other-keystore"):
+            export = str(base / f"{name}-public")
             status = main(["keys", "init", str(base / name), "--roles", "ota", "--key-size", "2048",
-                           "--distribution", f"Release chain test ({name})", "--export", str(base / f"{name}-public")])  # fmt: skip
+                           "--distribution", f"Release chain test ({name})", "--export", export])  # fmt: skip
             assert status == 0
     return base
 
@@ -176,7 +177,7 @@ def sign_offline(
     args = ["bundle", "create", str(request), "--requester", "release-bot@build"]
     for package in packages:
         args += ["--ota", str(package), "ota"]
-    status, out, err = run(capsys, *args, "--meta", f"device={DEVICE}")
+    status, _, err = run(capsys, *args, "--meta", f"device={DEVICE}")
     assert status == 0, err
     response = w.offline / "response.zip"
     response.unlink(missing_ok=True)
@@ -227,7 +228,7 @@ def web(world: World) -> Iterator[str]:
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
 
@@ -238,7 +239,7 @@ def make_phone(capsys: pytest.CaptureFixture[str], w: World, name: str, build: B
     for partition, data in images_of(build).items():
         (factory / f"{partition}.img").write_bytes(data)
     phone = w.phones / name
-    status, out, err = run(
+    status, _, err = run(
         capsys, "device", "init", str(phone), "--device-name", build.device, "--build-fingerprint", build.fingerprint,
         "--build-timestamp", str(build.timestamp), "--build-incremental", build.incremental, "--spl", build.spl,
         "--otacerts", str(w.certificate), "--images", str(factory),
@@ -389,7 +390,7 @@ def test_a_package_signed_with_another_key_is_refused_everywhere(
     unsigned = prepare(capsys, w, BUILD_N1, f"{DEVICE}-ota-{BUILD_N1.incremental}.zip")
     request, response, _ = sign_offline(capsys, w, [unsigned], keystore="other-keystore")
     status, output = apply_bundle(capsys, w, request, response)
-    assert status == 1 and "not the ota certificate" in output.replace("\n", " ") or "nothing was written" in output
+    assert status == 1 and "not the ota certificate" in output, output
     assert not (w.online / "signed" / unsigned.name).exists()
     # The stranger's package, taken straight out of the response bundle.
     forged = w.online / "forged.zip"
