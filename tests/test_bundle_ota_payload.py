@@ -195,13 +195,14 @@ def test_forged_payloads_are_refused_on_apply(
     with zipfile.ZipFile(right) as archive:
         payload.write_bytes(archive.read("payload.bin"))
         properties.write_bytes(archive.read("payload_properties.txt"))
-    build_ab_package(lied, payload=payload, payload_properties=properties,
-                     metadata=replace(metadata, post_timestamp=metadata.post_timestamp + 1, property_files={}))  # fmt: skip
+    later = replace(metadata, post_timestamp=metadata.post_timestamp + 1, property_files={})
+    build_ab_package(lied, payload=payload, payload_properties=properties, metadata=later)
     cases["metadata"] = (whole_file(lied, "lied-signed"), "its metadata is not the metadata that was sent")
     # 5. An entry added.
     (tmp_path / "care_map.pb").write_bytes(b"extra")
     extra = tmp_path / "extra.zip"
-    build_ab_package(extra, payload=payload, payload_properties=properties, metadata=replace(metadata, property_files={}),
+    same = replace(metadata, property_files={})
+    build_ab_package(extra, payload=payload, payload_properties=properties, metadata=same,
                      extra_entries={"care_map.pb": tmp_path / "care_map.pb"})  # fmt: skip
     cases["extra entry"] = (whole_file(extra, "extra-signed"), "other entries differ")
     for label, (forged, reason) in cases.items():
