@@ -258,8 +258,9 @@ def phone_state(phone: Path) -> dict[str, bytes]:
 
 
 def slot_images(phone: Path, slot: str) -> dict[str, bytes]:
-    candidates = [path for path in phone.rglob("*.img") if path.parent.name in (slot, f"slot_{slot}", f"slot-{slot}")]
-    return {path.stem: path.read_bytes() for path in candidates}
+    """The images of one slot (its directory is slots/<slot>-<generation>, one per slot)."""
+    (directory,) = [path for path in (phone / "slots").iterdir() if path.name.startswith(f"{slot}-")]
+    return {path.stem: path.read_bytes() for path in sorted(directory.glob("*.img"))}
 
 
 def flip_payload_byte(package: Path, out: Path) -> Path:
@@ -343,6 +344,14 @@ def test_published_release_updates_a_phone_from_build_n_to_n_plus_1(
 ) -> None:
     pytest.importorskip("sealgate.device.updater")
     w = world
+    # The channel already offers build N (its full OTA, through the same chain)...
+    previous = prepare(capsys, w, BUILD_N, f"{DEVICE}-ota-{BUILD_N.incremental}.zip")
+    request, response, _ = sign_offline(capsys, w, [previous])
+    assert apply_bundle(capsys, w, request, response)[0] == 0
+    shutil.move(w.online / "signed", w.online / "signed-n")
+    status, published = publish(capsys, w, w.online / "signed-n" / previous.name)
+    assert status == 0, published
+    # ... and now build N+1, with the incremental from N.
     full, incremental = release(capsys, w)
     status, published = publish(capsys, w, full, incremental)
     assert status == 0, published
@@ -365,6 +374,7 @@ def test_published_release_updates_a_phone_from_build_n_to_n_plus_1(
     running = booted["booted_slot"]
     assert isinstance(running, str)
     assert slot_images(phone, running) == images_of(BUILD_N1)
+    assert slot_images(phone, "a" if running == "b" else "b") == images_of(BUILD_N)  # the old slot, kept
     status, offer = run_json(capsys, "device", "ota", "check", str(phone), "--channel", channel)
     assert status == 0 and offer["code"] == "UP_TO_DATE", offer
 
