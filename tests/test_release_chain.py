@@ -478,6 +478,29 @@ def test_an_older_build_is_refused_by_the_phone(capsys: pytest.CaptureFixture[st
     assert phone_state(phone) == before
 
 
+def test_a_declared_downgrade_is_accepted_with_a_wipe(capsys: pytest.CaptureFixture[str], world: World) -> None:
+    """`release ota --downgrade` (incremental, as recovery demands): the phone goes back to N and wipes."""
+    pytest.importorskip("sealgate.device.updater")
+    w = world
+    target = write_target_files(w.online / "tf-n.zip", BUILD_N)
+    source = write_target_files(w.online / "tf-n1.zip", BUILD_N1)
+    unsigned = w.online / "downgrade.zip"
+    status, report = run_json(capsys, "release", "ota", str(target), str(unsigned), "--source", str(source),
+                              "--downgrade")  # fmt: skip
+    assert status == 0 and report["metadata"]["downgrade"] and report["metadata"]["wipe"], report  # type: ignore[index]
+    request, response, _ = sign_offline(capsys, w, [unsigned])
+    assert apply_bundle(capsys, w, request, response)[0] == 0
+    signed = w.online / "signed" / unsigned.name
+    with zipfile.ZipFile(signed) as archive:
+        assert archive.read("payload_properties.txt").decode().endswith("POWERWASH=1\n")
+    phone = make_phone(capsys, w, "phone", BUILD_N1)
+    status, verdict = run_json(capsys, "device", "ota", "apply", str(phone), str(signed))
+    assert status == 0 and verdict["code"] == "DOWNGRADE_WITH_WIPE" and verdict["wipe"], verdict
+    status, booted = run_json(capsys, "device", "ota", "boot", str(phone))
+    assert status == 0 and booted["wiped"], booted
+    assert slot_images(phone, str(booted["booted_slot"])) == images_of(BUILD_N)
+
+
 def test_release_ota_refuses_what_cannot_make_an_ota(capsys: pytest.CaptureFixture[str], world: World) -> None:
     w = world
     target = write_target_files(w.online / "tf.zip", BUILD_N1)

@@ -1,13 +1,13 @@
 """An unsigned A/B OTA package from a target-files package, as releasetools' ota_from_target_files does.
 
 Followed: build/make/tools/releasetools/ota_from_target_files.py (GenerateAbOtaPackage), payload_signer.py and
-ota_utils.py (GetPackageMetadata, HandleDowngradeMetadata). The partitions updated are the ones META/ab_partitions.txt
-names, each from IMAGES/<name>.img; the payload is a full one (delta_generator without --old_partitions) or, with a
-source build, a delta against the source's images of the same partitions; its max_timestamp is the target build's
-ro.build.date.utc, as GenerateAbOtaPackage passes --max_timestamp. The metadata's postcondition comes from the
-target's SYSTEM/build.prop (fingerprint, incremental, timestamp, security patch level, SDK level, device), the
-precondition of an incremental from the source's, and a package that goes back in time must say downgrade (which
-wipes), as HandleDowngradeMetadata demands.
+ota_utils.py (GetPackageMetadata, HandleDowngradeMetadata). The partitions updated are the ones
+META/ab_partitions.txt names, each from IMAGES/<name>.img; the payload is a full one (delta_generator without
+--old_partitions) or, with a source build, a delta against the source's images of the same partitions; its
+max_timestamp is the target build's ro.build.date.utc (the source's for a downgrade), as GenerateAbOtaPackage
+passes --max_timestamp. The metadata's postcondition comes from the target's SYSTEM/build.prop (fingerprint,
+incremental, timestamp, security patch level, SDK level, device), the precondition of an incremental from the
+source's, and a package that goes back in time must say downgrade (which wipes), as HandleDowngradeMetadata demands.
 
 Unlike releasetools, nothing here is signed: the payload and the package are both left for the offline custodian
 (`bundle create --ota` then `sealgate sign`, which signs the payload with the same key as the package, as
@@ -123,12 +123,17 @@ def build_ota_from_target_files(
         assert facts.device and facts.fingerprint and facts.timestamp is not None and facts.security_patch_level
         target_images = {name: work / "target" / f"{name}.img" for name in target.partitions}
         payload = work / "payload.bin"
+        # update_engine refuses a payload older than the running build unless the max timestamp allows it: a
+        # downgrade carries the source's timestamp instead, as GenerateAbOtaPackage passes it.
+        max_timestamp = facts.timestamp
+        if downgrade and source_build is not None and source_build.facts.timestamp is not None:
+            max_timestamp = source_build.facts.timestamp
         if source_build is None:
-            write_full_payload(target_images, payload, compression=compression, max_timestamp=facts.timestamp)
+            write_full_payload(target_images, payload, compression=compression, max_timestamp=max_timestamp)
         else:
             source_images = {name: work / "source" / f"{name}.img" for name in source_build.partitions}
             write_delta_payload(
-                source_images, target_images, payload, compression=compression, max_timestamp=facts.timestamp
+                source_images, target_images, payload, compression=compression, max_timestamp=max_timestamp
             )
         properties = work / "payload_properties.txt"
         properties.write_text(PayloadProperties.of_file(payload).to_text(), encoding="ascii")
