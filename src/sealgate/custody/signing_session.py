@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from sealgate.apk.certificate import Certificate
 from sealgate.custody import record as signing_record
 from sealgate.custody.bundle import (
+    HANDLED_KINDS,
     MAX_ED25519_FILE,
     RequestBundle,
     RequestItem,
@@ -47,6 +48,7 @@ from sealgate.custody.bundle import (
     write_response,
 )
 from sealgate.custody.keystore import PUBLIC_FORMAT, PUBLIC_MANIFEST
+from sealgate.custody.kinds import ArtifactPlan, handler_for
 from sealgate.custody.offline import OfflineStatus, ensure_offline
 from sealgate.custody.record import RecordEntry, check_segment, utc_now
 from sealgate.durable import fsync_directory
@@ -139,9 +141,12 @@ class ItemSummary:
     certificate: Certificate
     apk: ApkFacts | None = None
     ota: OtaFacts | None = None
+    #: For a handled kind (target files): what it declares, and the certificate of every role that will sign it.
+    plan: ArtifactPlan | None = None
+    plan_certificates: Mapping[str, Certificate] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        obj = {
             **self.item.to_json(),
             "certificate_sha256": self.certificate.sha256,
             "certificate_subject": self.certificate.subject,
@@ -149,6 +154,12 @@ class ItemSummary:
             "apk": self.apk.to_json() if self.apk is not None else None,
             "ota": self.ota.to_json() if self.ota is not None else None,
         }
+        if self.plan is not None:
+            obj["plan"] = {
+                **self.plan.to_json(),
+                "certificates": {role: cert.sha256 for role, cert in self.plan_certificates.items()},
+            }
+        return obj
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +211,8 @@ class SigningSummary:
                 how = f"whole-file OTA signature (signapk -w, {ota_algorithm(summary.certificate)})"
                 if summary.ota is not None and summary.ota.signs_payload:
                     how = f"payload signature (update_engine's) and {how}"
+            if summary.plan is not None:
+                how = f"{item.kind} re-signed for release with {len(summary.plan.roles)} role(s)"
             if how is None:
                 assert item.algorithm is not None
                 over = "the digest above" if item.kind == "digest" else "the file"
@@ -229,6 +242,11 @@ class SigningSummary:
                     lines.append("               payload_properties.txt and the package rebuilt, same metadata")
                 elif ota.payload == "signed":
                     lines.append("    payload    payload.bin is already signed; it is kept as it is")
+            if summary.plan is not None:
+                for line in summary.plan.lines:
+                    lines.append(f"    {line}")
+                for role, certificate in summary.plan_certificates.items():
+                    lines.append(f"    role       {role:<13} {certificate.sha256}  {certificate.key_description}")
             labels = {
                 "description": "what",
                 "version": "version",
@@ -340,7 +358,16 @@ class SigningSession:
                     certificate = keys.certificate(item.role)
                     apk = None
                     ota = None
-                    if item.kind == "ota":
+                    plan = None
+                    plan_certificates: dict[str, Certificate] = {}
+                    if item.kind in HANDLED_KINDS:
+                        path = Path(work.name) / f"in-{item.id}.bin"
+                        with open(path, "xb") as handle:
+                            bundle.copy_payload(item, handle)
+                        extracted[item.id] = path
+                        plan = _plan(item, path)
+                        plan_certificates = {role: keys.certificate(role) for role in plan.roles}
+                    elif item.kind == "ota":
                         path = Path(work.name) / f"in-{item.id}.zip"
                         with open(path, "xb") as handle:
                             bundle.copy_payload(item, handle)
@@ -357,7 +384,7 @@ class SigningSession:
                     else:
                         assert item.algorithm is not None
                         _check_algorithm(item, certificate, item.algorithm)
-                    summaries.append(ItemSummary(item, certificate, apk, ota))
+                    summaries.append(ItemSummary(item, certificate, apk, ota, plan, plan_certificates))
                 summary = SigningSummary(
                     bundle=os.fspath(bundle_path),
                     request=bundle.request,
@@ -393,12 +420,13 @@ class SigningSession:
         request = self.summary.request
         signers: dict[str, Signer] = {}
         for summary in self.summary.items:
-            role = summary.item.role
-            if role not in signers:
-                signer = self._keys.signer(role, passphrase)
-                if signer.certificate.sha256 != summary.certificate.sha256:
-                    raise BundleError(f"the key of role {role} changed since the summary was shown; start again")
-                signers[role] = signer
+            wanted = {summary.item.role: summary.certificate, **summary.plan_certificates}
+            for role, certificate in wanted.items():
+                if role not in signers:
+                    signer = self._keys.signer(role, passphrase)
+                    if signer.certificate.sha256 != certificate.sha256:
+                        raise BundleError(f"the key of role {role} changed since the summary was shown; start again")
+                    signers[role] = signer
         for summary in self.summary.items:
             if (
                 summary.item.algorithm is not None
@@ -417,7 +445,7 @@ class SigningSession:
                     item = summary.item
                     signer = signers[item.role]
                     output = Path(self._work.name) / f"out-{item.id}"
-                    algorithm = self._sign_item(item, signer, output)
+                    algorithm = self._sign_item(item, signer, output, summary, signers)
                     output_sha256, output_size = hash_file(output)
                     entry = signing_record.append(
                         self._record,
@@ -462,7 +490,19 @@ class SigningSession:
             raise
         return SigningOutcome(out_path, digest, response)
 
-    def _sign_item(self, item: RequestItem, signer: Signer, output: Path) -> str:
+    def _sign_item(
+        self, item: RequestItem, signer: Signer, output: Path, summary: ItemSummary, signers: Mapping[str, Signer]
+    ) -> str:
+        if summary.plan is not None:
+            handler = handler_for(item.kind)
+            try:
+                handler.sign(self._extracted[item.id], output, {role: signers[role] for role in summary.plan.roles},
+                             item.release_options)  # fmt: skip
+            except BundleError:
+                raise
+            except SealgateError as exc:
+                raise BundleError(f"item {item.id} ({item.name}) cannot be signed: {exc}") from exc
+            return handler.algorithm
         if item.kind == "apk":
             return _sign_apk(self._extracted[item.id], output, signer, item)
         if item.kind == "ota":
@@ -493,6 +533,15 @@ class SigningSession:
         with open(output, "xb") as handle:
             handle.write(signature)
         return algorithm.value
+
+
+def _plan(item: RequestItem, path: Path) -> ArtifactPlan:
+    try:
+        return handler_for(item.kind).plan(path, item.release_options)
+    except BundleError:
+        raise
+    except SealgateError as exc:
+        raise BundleError(f"item {item.id} ({item.name}) cannot be signed: {exc}") from exc
 
 
 def _check_record(path: Path) -> tuple[int, str | None]:
@@ -985,7 +1034,13 @@ def _pair_items(
                 f"item {item.id} ({item.name}) was signed with certificate {answer.certificate_sha256}, not the "
                 f"{item.role} certificate {expected.sha256} of the public keys; nothing was written"
             )
-        if item.kind == "ota":
+        if item.kind in HANDLED_KINDS:
+            if answer.algorithm != handler_for(item.kind).algorithm:
+                raise BundleError(
+                    f"item {item.id} ({item.name}) was signed as {answer.algorithm}, not the "
+                    f"{handler_for(item.kind).algorithm} its kind makes"
+                )
+        elif item.kind == "ota":
             forms = (ota_algorithm(expected, item), ota_algorithm(expected, item, payload=True))
             if answer.algorithm not in forms:
                 raise BundleError(
@@ -1045,6 +1100,26 @@ def _stage(
 ) -> Path:
     certificate = public.certificate(item.role)
     target = staging / f"{item.id}.out"
+    if item.kind in HANDLED_KINDS:
+        with open(target, "xb") as handle:
+            response_bundle.copy_output(answer, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        unsigned = staging / f"{item.id}.unsigned"
+        with open(unsigned, "xb") as handle:
+            request_bundle.copy_payload(item, handle)
+        try:
+            handler_for(item.kind).check(target, unsigned, public.certificate, item.release_options)
+        except BundleError as exc:
+            raise BundleError(
+                f"the signed {item.kind} of item {item.id} ({item.name}): {exc}; nothing was written"
+            ) from exc
+        except SealgateError as exc:
+            raise BundleError(
+                f"the signed {item.kind} of item {item.id} ({item.name}) is refused: {exc}; nothing was written"
+            ) from exc
+        unsigned.unlink()
+        return target
     if item.kind == "ota":
         with open(target, "xb") as handle:
             response_bundle.copy_output(answer, handle)
