@@ -80,7 +80,8 @@ def _check_tokens(path: Path, payload: bytes) -> dict[str, list[str]]:
                 start, length = int(offset), int(size)
                 names[key].append(name)
                 if name == "payload_metadata.bin":
-                    assert file_bytes[start : start + length] == payload[: 24 + len(MANIFEST) + len(SIGNATURE)]
+                    _, _, manifest_size, signature_size = struct.unpack(">4sQQI", payload[:24])
+                    assert file_bytes[start : start + length] == payload[: 24 + manifest_size + signature_size]
                     continue
                 info = by_base[name]
                 assert info.compress_type == zipfile.ZIP_STORED
@@ -383,3 +384,69 @@ def test_info_checks_the_size_payload_metadata_bin_stands_for(tmp_path: Path) ->
             archive.writestr(METADATA_NAME, f"ota-property-files=payload_metadata.bin:{offset}:{size}\nota-type=AB\n")
         tokens = read_info(path).property_files["ota-property-files"]
         assert [(token.name, token.matches) for token in tokens] == [("payload_metadata.bin", matches)]
+
+
+def test_ota_sign_refuses_to_move_entries_the_property_files_name(tmp_path: Path) -> None:
+    """An old JAR signature file in front of payload.bin is dropped by signing, which would move payload.bin."""
+    _, _, payload = _payload(tmp_path)
+    path = tmp_path / "old-signature-first.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("META-INF/CERT.SF", "an old JAR signature file")
+        archive.writestr("payload.bin", payload)
+        info = archive.getinfo("payload.bin")
+        offset = info.header_offset + 30 + len("payload.bin")
+        archive.writestr(METADATA_NAME, f"ota-streaming-property-files=payload.bin:{offset}:{len(payload)}\n")
+    assert read_info(path).property_files["ota-streaming-property-files"][0].matches
+    signer, _, _ = _signer("rsa", tmp_path)
+    with pytest.raises(OtaFormatError, match=r"would move entries the property files point at \(payload\.bin\)"):
+        sign_package(path, tmp_path / "signed.zip", signer)
+    assert not (tmp_path / "signed.zip").exists()
+
+
+def test_output_cannot_replace_an_input_and_duplicate_entries_are_refused(tmp_path: Path) -> None:
+    payload, properties, data = _payload(tmp_path)
+    with pytest.raises(UsageError, match="its own inputs"):
+        build_ab_package(payload, payload=payload, payload_properties=properties, metadata=_metadata())  # type: ignore[arg-type]
+    assert payload.read_bytes() == data
+    twice = tmp_path / "twice.zip"
+    with zipfile.ZipFile(twice, "w") as archive, pytest.warns(UserWarning, match="Duplicate name"):
+        archive.writestr("payload.bin", data)
+        archive.writestr("payload.bin", b"CrAU" + bytes(100))
+    with pytest.raises(OtaFormatError, match=r"payload\.bin"):
+        entry_data_range(twice, "payload.bin")
+
+
+def test_real_payload_end_to_end_when_the_payload_writer_is_there(tmp_path: Path) -> None:
+    """With branch payload's writer and signer (sealgate.ota.payload): images -> signed payload -> package -> signed
+    package; update_engine's way of reading it (payload.bin's data range, the properties entry) applies it."""
+    pytest.importorskip("sealgate.ota.payload.writer", reason="the payload writer (branch payload) is not on main yet")
+    from sealgate.ota.payload.apply import apply_payload
+    from sealgate.ota.payload.properties import PayloadProperties
+    from sealgate.ota.payload.signer import sign_payload
+    from sealgate.ota.payload.writer import write_full_payload
+
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "boot.img").write_bytes(bytes(range(256)) * 64)
+    (images / "system.img").write_bytes(b"\x00" * 8192 + b"system" * 2000 + b"\x00" * (4096 - 12000 % 4096))
+    signer, pem, _ = _signer("rsa", tmp_path)
+    unsigned_payload, payload = tmp_path / "unsigned-payload.bin", tmp_path / "payload.bin"
+    write_full_payload({"boot": images / "boot.img", "system": images / "system.img"}, unsigned_payload)
+    properties = sign_payload(unsigned_payload, payload, signer)
+    (tmp_path / "payload_properties.txt").write_text(properties.to_text())
+    out = tmp_path / "unsigned.zip"
+    build_ab_package(out, payload=payload, payload_properties=tmp_path / "payload_properties.txt",
+                     metadata=_metadata())  # type: ignore[arg-type]  # fmt: skip
+    signed = tmp_path / "signed.zip"
+    assert sign_package(out, signed, signer).verified
+    assert verify_package(signed, load_trusted_keys([pem])).verified
+    _check_tokens(signed, payload.read_bytes())
+    offset, size = entry_data_range(signed, "payload.bin")
+    with zipfile.ZipFile(signed) as archive:
+        in_package = PayloadProperties.parse(archive.read("payload_properties.txt").decode())
+    target = tmp_path / "target"
+    target.mkdir()
+    apply_payload(signed, target, public_keys=[signer.certificate.public_key()], offset=offset, size=size,
+                  properties=in_package)  # fmt: skip
+    for name in ("boot.img", "system.img"):
+        assert (target / name).read_bytes() == (images / name).read_bytes()

@@ -60,11 +60,12 @@ def test_full_payload_round_trips_to_identical_images(tmp_path: Path, compressio
     key = make_key(tmp_path, kind)
     images = make_images(tmp_path / "images", seed=len(compression))
     write_full_payload(images, tmp_path / "unsigned.bin", compression=compression, chunk_size=CHUNK,
-                       max_timestamp=1700000000)  # fmt: skip
+                       max_timestamp=1700000000, security_patch_level="2024-05-05")  # fmt: skip
     properties = sign_payload(tmp_path / "unsigned.bin", tmp_path / "payload.bin", key.signer)
     payload = read_payload(tmp_path / "payload.bin")
     assert payload.signed and not payload.is_delta and payload.minor_version == 0
     assert payload.max_timestamp == 1700000000 and payload.block_size == 4096
+    assert payload.to_json()["security_patch_level"] == "2024-05-05"
     kinds = {name for partition in payload.partitions for name in partition.operation_counts}
     expected = {"xz": "REPLACE_XZ", "zstd": "REPLACE_ZSTD", "none": "REPLACE"}[compression]
     assert expected in kinds and "ZERO" in kinds
@@ -160,6 +161,23 @@ def test_properties_are_brillo_update_payloads_format(
     assert PayloadProperties.parse(expected) == properties == PayloadProperties.of_file(payload)
     for bad in (expected.replace("FILE_SIZE", "FILE_SIZ"), expected + "FILE_SIZE=1\n", expected.replace("=", "=0", 1),
                 expected.replace(f"METADATA_SIZE={metadata_size}", "METADATA_SIZE=0x10")):  # fmt: skip
+        with pytest.raises(PayloadError):
+            PayloadProperties.parse(bad)
+
+
+def test_install_options_after_the_description_are_kept_apart(
+    tmp_path: Path, signed_full: Full, rsa_key: PayloadKey
+) -> None:
+    """releasetools appends POWERWASH=1 (a wiping package) and SWITCH_SLOT_ON_REBOOT=0 (a secondary payload) to
+    payload_properties.txt; update_engine takes them as install options, so they must not make the file unreadable."""
+    payload, images, properties = signed_full
+    text = properties.to_text() + "POWERWASH=1\nSWITCH_SLOT_ON_REBOOT=0\n"
+    parsed = PayloadProperties.parse(text)
+    assert parsed.headers == (("POWERWASH", "1"), ("SWITCH_SLOT_ON_REBOOT", "0"))
+    assert parsed.header("POWERWASH") == "1" and parsed.header("RUN_POST_INSTALL") is None
+    assert parsed.to_text() == text
+    _same(images, _apply(payload, tmp_path, rsa_key, properties=parsed))
+    for bad in (text + "POWERWASH=0\n", text + "powerwash=1\n", text + "NO SEPARATOR\n"):
         with pytest.raises(PayloadError):
             PayloadProperties.parse(bad)
 
@@ -357,3 +375,86 @@ def test_garbage_and_truncations_never_raise_anything_but_payload_errors(
         read_payload(payload, offset=10, size=len(original))
     with pytest.raises(SealgateError):
         read_payload(tmp_path / "missing.bin")
+
+
+def _crafted(tmp_path: Path, key: PayloadKey, operations: list[tuple[str, bytes, int]], image: bytes) -> Path:
+    """A signed payload of one partition `image` whose operations (type, data, blocks) we choose."""
+    manifest = schema.DeltaArchiveManifest(block_size=4096, minor_version=0)
+    partition = manifest.partitions.add(partition_name="boot")
+    partition.new_partition_info.size = len(image)
+    partition.new_partition_info.hash = hashlib.sha256(image).digest()
+    blobs, block = b"", 0
+    for name, data, blocks in operations:
+        operation = partition.operations.add(type=schema.OPERATION_TYPES[name])
+        if data:
+            operation.data_offset, operation.data_length = len(blobs), len(data)
+            operation.data_sha256_hash = hashlib.sha256(data).digest()
+            blobs += data
+        operation.dst_extents.add(start_block=block, num_blocks=blocks)
+        block += blocks
+    serialized = manifest.SerializeToString()
+    (tmp_path / "crafted-unsigned.bin").write_bytes(PayloadHeader(2, len(serialized), 0).pack() + serialized + blobs)
+    sign_payload(tmp_path / "crafted-unsigned.bin", tmp_path / "crafted.bin", key.signer)
+    return tmp_path / "crafted.bin"
+
+
+def test_bzip2_and_discard_operations_apply_and_oversized_data_is_refused(tmp_path: Path, rsa_key: PayloadKey) -> None:
+    import bz2
+    import lzma
+
+    first = random.Random(8).randbytes(2 * BLOCK)
+    payload = _crafted(tmp_path, rsa_key, [("REPLACE_BZ", bz2.compress(first), 2), ("DISCARD", b"", 1)],
+                       first + bytes(BLOCK))  # fmt: skip
+    target = _apply(payload, tmp_path, rsa_key)
+    assert (target / "boot.img").read_bytes() == first + bytes(BLOCK)
+    # A blob that inflates past its extents (a small bomb) is refused, however valid its hash and signature.
+    bomb = lzma.compress(bytes(64 * BLOCK), format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC32)
+    payload = _crafted(tmp_path, rsa_key, [("REPLACE_XZ", bomb, 1)], bytes(BLOCK))
+    with pytest.raises(PayloadError, match="operation 0: the XZ data does not decode to exactly"):
+        _apply(payload, tmp_path, rsa_key)
+    # XZ with a check xz-embedded does not know (SHA-256) is refused as the device would.
+    sha = lzma.compress(bytes(BLOCK), format=lzma.FORMAT_XZ, check=lzma.CHECK_SHA256)
+    payload = _crafted(tmp_path, rsa_key, [("REPLACE_XZ", sha, 1)], bytes(BLOCK))
+    with pytest.raises(PayloadError, match="integrity check"):
+        _apply(payload, tmp_path, rsa_key)
+    # Data that decodes short of the extents is refused too.
+    payload = _crafted(tmp_path, rsa_key, [("REPLACE", bytes(BLOCK - 1), 1)], bytes(BLOCK))
+    with pytest.raises(PayloadError, match="decodes to 4095 bytes"):
+        _apply(payload, tmp_path, rsa_key)
+
+
+def test_dynamic_partition_metadata_is_written_as_update_metadata_proto_says(tmp_path: Path) -> None:
+    from payload_tools import fields
+    from sealgate.ota.payload.writer import DynamicPartitions, PartitionGroup
+
+    images = make_images(tmp_path / "images")
+    dynamic = DynamicPartitions((PartitionGroup("google_dynamic_partitions", 1 << 30, ("system",)),),
+                                snapshot_enabled=True)  # fmt: skip
+    write_full_payload(images, tmp_path / "payload.bin", chunk_size=CHUNK, dynamic_partitions=dynamic)
+    data = (tmp_path / "payload.bin").read_bytes()
+    # DeltaArchiveManifest.dynamic_partition_metadata = 15 { groups = 1 { name 1, size 2, partition_names 3 },
+    # snapshot_enabled = 2 }
+    metadata = dict(fields(data[24 : layout(data).metadata_end]))[15]
+    assert isinstance(metadata, bytes)
+    parts = dict(fields(metadata))
+    group = parts[1]
+    assert isinstance(group, bytes)
+    assert fields(group) == [(1, b"google_dynamic_partitions"), (2, 1 << 30), (3, b"system")]
+    assert parts[2] == 1
+    assert read_payload(tmp_path / "payload.bin").to_json()["dynamic_partition_groups"] == [
+        {"name": "google_dynamic_partitions", "size": 1 << 30, "partitions": ["system"]}
+    ]
+    too_small = DynamicPartitions((PartitionGroup("small", BLOCK, ("system",)),))
+    with pytest.raises(UsageError, match="more than its"):
+        write_full_payload(images, tmp_path / "other.bin", dynamic_partitions=too_small)
+
+
+def test_without_zero_operations_zero_chunks_are_compressed_like_delta_generator(
+    tmp_path: Path, rsa_key: PayloadKey
+) -> None:
+    images = make_images(tmp_path / "images")
+    write_full_payload(images, tmp_path / "unsigned.bin", chunk_size=CHUNK, zero_operations=False)
+    payload = read_payload(tmp_path / "unsigned.bin")
+    assert all("ZERO" not in summary.operation_counts for summary in payload.partitions)
+    sign_payload(tmp_path / "unsigned.bin", tmp_path / "payload.bin", rsa_key.signer)
+    _same(images, _apply(tmp_path / "payload.bin", tmp_path, rsa_key))

@@ -21,7 +21,7 @@ def test_build_sign_info_verify_apply(tmp_path: Path) -> None:
     certificate = tmp_path / "ks" / "public" / "ota.x509.pem"
     images = make_images(tmp_path / "images")
     built = _run("ota", "payload", "build", tmp_path / "images", tmp_path / "unsigned.bin", "--compression", "zstd",
-                 "--max-timestamp", "1700000000", "--json")  # fmt: skip
+                 "--max-timestamp", "1700000000", "--security-patch-level", "2024-06-05", "--json")  # fmt: skip
     assert built.returncode == 0, built.stderr
     assert json.loads(built.stdout)["payload_signatures"] == []
     signed = _run("ota", "payload", "sign", tmp_path / "unsigned.bin", tmp_path / "out" / "payload.bin",
@@ -42,6 +42,7 @@ def test_build_sign_info_verify_apply(tmp_path: Path) -> None:
     assert info.returncode == 0, info.stderr
     parsed = json.loads(info.stdout)
     assert parsed["type"] == "full" and parsed["max_timestamp"] == 1700000000 and parsed["major_version"] == 2
+    assert parsed["security_patch_level"] == "2024-06-05"
     assert {partition["name"] for partition in parsed["partitions"]} == set(images)
     assert len(parsed["payload_signatures"]) == 1
     text = _run("ota", "payload", "info", payload)
@@ -98,3 +99,35 @@ def test_build_sign_info_verify_apply(tmp_path: Path) -> None:
     (tmp_path / "odd" / "boot.img").write_bytes(b"x" * 100)
     usage = _run("ota", "payload", "build", tmp_path / "odd", tmp_path / "odd.bin")
     assert usage.returncode == 2 and "block size" in usage.stderr
+
+
+def test_verify_and_apply_straight_out_of_an_ota_package(tmp_path: Path) -> None:
+    from payload_tools import make_key
+    from sealgate.ota.metadata import OtaMetadata
+    from sealgate.ota.package import build_ab_package
+    from sealgate.ota.payload.signer import sign_payload
+    from sealgate.ota.payload.writer import write_full_payload
+
+    key = make_key(tmp_path, "ec")
+    images = make_images(tmp_path / "images")
+    write_full_payload(images, tmp_path / "unsigned.bin", compression="zstd")
+    properties = sign_payload(tmp_path / "unsigned.bin", tmp_path / "payload.bin", key.signer)
+    (tmp_path / "payload_properties.txt").write_text(properties.to_text())
+    metadata = OtaMetadata(post_device=["sealgate_test"], post_build=["sealgate/test/1:14/1/1:user/release-keys"],
+                           post_timestamp=1700000000)  # fmt: skip
+    build_ab_package(tmp_path / "ota.zip", payload=tmp_path / "payload.bin",
+                     payload_properties=tmp_path / "payload_properties.txt", metadata=metadata)  # fmt: skip
+    verified = _run("ota", "payload", "verify", tmp_path / "ota.zip", "--certs", key.cert_pem, "--json")
+    assert verified.returncode == 0 and json.loads(verified.stdout)["verified"] is True, verified.stdout
+    info = _run("ota", "payload", "info", tmp_path / "ota.zip", "--json")
+    assert info.returncode == 0 and json.loads(info.stdout)["size"] == properties.file_size
+    applied = _run("ota", "payload", "apply", tmp_path / "ota.zip", tmp_path / "new", "--certs", key.cert_pem)
+    assert applied.returncode == 0, applied.stderr
+    for name, path in images.items():
+        assert (tmp_path / "new" / f"{name}.img").read_bytes() == path.read_bytes()
+    # The package's payload_properties.txt is checked: one that describes another payload is refused.
+    other = properties.to_text().replace(f"FILE_SIZE={properties.file_size}", f"FILE_SIZE={properties.file_size + 1}")
+    (tmp_path / "other.txt").write_text(other)
+    refused = _run("ota", "payload", "verify", tmp_path / "ota.zip", "--certs", key.cert_pem, "--properties",
+                   tmp_path / "other.txt", "--json")  # fmt: skip
+    assert refused.returncode == 1 and json.loads(refused.stdout)["errors"][0]["code"] == "PAYLOAD_PROPERTIES_MISMATCH"

@@ -19,10 +19,12 @@ from pathlib import Path
 import click
 
 from sealgate.apk.certificate import Certificate
+from sealgate.cli.device_ota import ota, ota_init_options, ota_setup
 from sealgate.cli.options import JSON_OUTPUT
 from sealgate.device import AllowedStore, Decision, Device
 from sealgate.device.state import SDK_RANGE
 from sealgate.device.stores import signing_certificates_digest
+from sealgate.device.updater import Updater
 from sealgate.errors import DeviceError, FormatError, SealgateError, UsageError
 
 EXIT_ACCEPTED = 0
@@ -56,6 +58,9 @@ def _install_options(command: Callable[..., int]) -> Callable[..., int]:
 @click.group()
 def device() -> None:
     """Simulate a phone's install decisions: signer checks, SDK and ABI rules, the privileged installer."""
+
+
+device.add_command(ota)
 
 
 def _open(directory: Path) -> Device:
@@ -108,6 +113,7 @@ def _emit(decision: Decision, as_json: bool) -> int:
     help="The distribution's platform certificate (DER or PEM): only APKs signed by it may claim the platform's "
     "shared users (android.uid.system, ...). Without it the device refuses those shared users to every APK.",
 )
+@ota_init_options
 @JSON_OUTPUT
 def init_command(
     directory: Path,
@@ -116,28 +122,37 @@ def init_command(
     stores: tuple[str, ...],
     platform_cert: Path | None,
     as_json: bool,
+    **ota_options: object,
 ) -> int:
-    """Make a new device in DIRECTORY."""
+    """Make a new device in DIRECTORY (an A/B device that takes OS updates with --device-name and its options)."""
     try:
         entries = tuple(AllowedStore.parse(text) for text in stores)
         platform = _read_certificate(platform_cert) if platform_cert is not None else None
-        made = Device.init(directory, sdk=sdk, abis=abis or ("arm64-v8a",), stores=entries, platform=platform)
+        setup = ota_setup(**ota_options)
+        made = Device.init(
+            directory, sdk=sdk, abis=abis or ("arm64-v8a",), stores=entries, platform=platform, ota=setup
+        )
     except DeviceError as exc:  # a bad entry, or a directory that already holds a device
         raise UsageError(str(exc)) from exc
     with made as dev:
-        document = {
+        document: dict[str, object] = {
             "directory": str(directory),
             "sdk": dev.profile.sdk,
             "abis": list(dev.profile.abis),
             "stores": [{"package": s.package, "cert_sha256": s.cert_sha256, "mode": s.mode.value} for s in entries],
             "platform_cert_sha256": platform.sha256 if platform is not None else None,
         }
+    if setup is not None:
+        with Updater.open(directory) as updater:
+            document["ota"] = updater.status().to_json()
     if as_json:
         click.echo(json.dumps(document))
     else:
         click.echo(f"device at {directory}: API level {sdk}, ABIs {' '.join(dev.profile.abis)}")
         for entry in entries:
             click.echo(f"  allowed store {entry.package} ({entry.mode.value}) {entry.cert_sha256}")
+        if setup is not None:
+            click.echo(f"  {setup.device_name} running {setup.build.fingerprint} in slot a")
     return EXIT_ACCEPTED
 
 

@@ -49,19 +49,29 @@ def payload() -> None:
               help="Directory of the source build's images: write a delta payload from them.")  # fmt: skip
 @click.option("--compression", type=click.Choice(["xz", "zstd", "none"]), default="xz", show_default=True)
 @click.option("--max-timestamp", type=click.IntRange(min=0), default=0, help="The manifest's max_timestamp.")
+@click.option("--security-patch-level", metavar="YYYY-MM-DD", help="The manifest's security_patch_level.")
 @JSON_OUTPUT
 def build_command(
-    images_dir: Path, out: Path, source: Path | None, compression: str, max_timestamp: int, as_json: bool
+    images_dir: Path,
+    out: Path,
+    source: Path | None,
+    compression: str,
+    max_timestamp: int,
+    security_patch_level: str | None,
+    as_json: bool,
 ) -> int:
     """Write an unsigned payload OUT from the <partition>.img files of IMAGES_DIR."""
     from sealgate.ota.payload.reader import read_payload
     from sealgate.ota.payload.writer import write_delta_payload, write_full_payload
 
     images = _images(images_dir)
-    if source is None:
-        write_full_payload(images, out, compression=compression, max_timestamp=max_timestamp)
-    else:
-        write_delta_payload(_images(source), images, out, compression=compression, max_timestamp=max_timestamp)
+    with _progress("building", enabled=not as_json) as report:
+        if source is None:
+            write_full_payload(images, out, compression=compression, max_timestamp=max_timestamp,
+                               security_patch_level=security_patch_level, progress=report)  # fmt: skip
+        else:
+            write_delta_payload(_images(source), images, out, compression=compression, max_timestamp=max_timestamp,
+                                security_patch_level=security_patch_level, progress=report)  # fmt: skip
     written = read_payload(out)
     if as_json:
         click.echo(json.dumps(written.to_json(), ensure_ascii=False))
@@ -121,9 +131,10 @@ def sign_command(
 @click.option("--size", type=click.IntRange(min=0), default=None, help="The payload's size (default: to the end).")
 @JSON_OUTPUT
 def info_command(file: Path, offset: int, size: int | None, as_json: bool) -> int:
-    """Show a payload's header, manifest and signatures (not verified: see `verify`)."""
+    """Show a payload's header, manifest and signatures (not verified: see `verify`); FILE may be an OTA package."""
     from sealgate.ota.payload.reader import read_payload
 
+    offset, size, _ = _locate(file, offset, size)
     info = read_payload(file, offset=offset, size=size).to_json()
     if as_json:
         click.echo(json.dumps(info, ensure_ascii=False))
@@ -154,10 +165,15 @@ def info_command(file: Path, offset: int, size: int | None, as_json: bool) -> in
 def verify_command(
     file: Path, certs: tuple[Path, ...], properties: Path | None, offset: int, size: int | None, as_json: bool
 ) -> int:
-    """Verify the metadata and payload signatures of FILE as update_engine does."""
+    """Verify the metadata and payload signatures of FILE as update_engine does.
+
+    FILE may be an A/B OTA package: its payload.bin is checked in place, against its payload_properties.txt.
+    """
     from sealgate.ota.payload.verify import verify_payload
 
-    result = verify_payload(file, _trusted(certs), offset=offset, size=size, properties=_read_properties(properties))
+    keys = _trusted(certs)
+    offset, size, embedded = _locate(file, offset, size)
+    result = verify_payload(file, keys, offset=offset, size=size, properties=_read_properties(properties) or embedded)
     if as_json:
         click.echo(json.dumps(result.to_json(), ensure_ascii=False))
     elif result.verified and result.signer is not None:
@@ -185,22 +201,26 @@ def apply_command(
     properties: Path | None,
     as_json: bool,
 ) -> int:
-    """Apply FILE into TARGET_DIR (new or empty); it appears only when every hash and signature checked out."""
+    """Apply FILE into TARGET_DIR (new or empty); it appears only when every hash and signature checked out.
+
+    FILE may be an A/B OTA package: its payload.bin is applied in place, checked against its payload_properties.txt.
+    """
     from sealgate.ota.payload.apply import apply_payload
 
     if target_dir.exists() and any(target_dir.iterdir()):
         raise UsageError(f"{target_dir} is not empty")
     keys = _trusted(certs)
-    parsed = _read_properties(properties)
+    offset, size, embedded = _locate(file, 0, None)
+    parsed = _read_properties(properties) or embedded
     try:
         target_dir.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=target_dir.parent, prefix=f".{target_dir.name}.staging."))
     except OSError as exc:
         raise UsageError(f"cannot create a directory beside {target_dir}: {exc.strerror}") from None
     try:
-        with _progress(enabled=not as_json) as report:
-            result = apply_payload(file, staging, public_keys=keys, source_dir=source, properties=parsed,
-                                   progress=report)  # fmt: skip
+        with _progress("applying", enabled=not as_json) as report:
+            result = apply_payload(file, staging, public_keys=keys, source_dir=source, offset=offset, size=size,
+                                   properties=parsed, progress=report)  # fmt: skip
         if target_dir.exists():
             target_dir.rmdir()
         staging.rename(target_dir)
@@ -223,6 +243,31 @@ def apply_command(
             f"applied {file} to {target_dir}: {', '.join(result.images)} ({'delta' if result.is_delta else 'full'})"
         )
     return EXIT_OK
+
+
+def _locate(file: Path, offset: int, size: int | None) -> tuple[int, int | None, PayloadProperties | None]:
+    """The payload's range in FILE and, for an OTA package, the payload_properties.txt it carries."""
+    try:
+        with file.open("rb") as stream:
+            stream.seek(offset)
+            is_zip = stream.read(4) == b"PK\x03\x04"
+    except OSError:
+        return offset, size, None  # reported by the reader, as for any unreadable payload
+    if not is_zip:
+        return offset, size, None
+    from sealgate.ota.package import entry_data_range
+    from sealgate.ota.payload.properties import PayloadProperties
+    from sealgate.ziparchive import ZipArchive
+
+    payload_offset, payload_size = entry_data_range(file, "payload.bin")
+    with ZipArchive.open(file) as archive:
+        entry = archive.entry("payload_properties.txt")
+        text = None if entry is None else archive.read(entry, max_size=4096)
+    try:
+        properties = None if text is None else PayloadProperties.parse(text.decode("ascii"))
+    except UnicodeDecodeError:
+        raise PayloadError(f"{file}: payload_properties.txt is not ASCII text") from None
+    return payload_offset, payload_size, properties
 
 
 def _images(directory: Path) -> dict[str, Path]:
@@ -250,17 +295,17 @@ def _read_properties(path: Path | None) -> PayloadProperties | None:
 
 
 @contextlib.contextmanager
-def _progress(*, enabled: bool) -> Iterator[Callable[[int, int], None] | None]:
-    """A progress bar on stderr while applying (only on a terminal; never in --json output)."""
+def _progress(label: str, *, enabled: bool) -> Iterator[Callable[[int, int], None] | None]:
+    """A progress bar on stderr for long work (only on a terminal; never with --json)."""
     if not enabled or not sys.stderr.isatty():
         yield None
         return
     from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
-    with Progress(TextColumn("applying"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
+    with Progress(TextColumn(label), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
                   console=Console(stderr=True), transient=True) as bar:  # fmt: skip
-        task = bar.add_task("apply", total=None)
+        task = bar.add_task(label, total=None)
 
         def report(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)

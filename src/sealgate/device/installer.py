@@ -36,9 +36,10 @@ from sealgate.device.rules import (
     decide_uninstall,
     refuse,
 )
-from sealgate.device.state import DeviceState
+from sealgate.device.state import DATABASE_NAME, DeviceState, check_profile
 from sealgate.device.stores import AllowedStore, check_package_name, decide_caller
-from sealgate.errors import ApkFormatError
+from sealgate.device.updater import OtaSetup, discard_slots, prepare_ota
+from sealgate.errors import ApkFormatError, DeviceError
 from sealgate.ziparchive import ZipArchive
 
 
@@ -58,13 +59,29 @@ class Device:
         abis: tuple[str, ...],
         stores: tuple[AllowedStore, ...] = (),
         platform: Certificate | None = None,
+        ota: OtaSetup | None = None,
     ) -> Device:
         """A new device; the allow-list and the system signer are part of the system image, so they are fixed here.
 
         `platform` is the distribution's platform certificate: only APKs signed by it may claim the platform's
         shared users (android.uid.system, ...). Without it the device refuses those shared users to everyone.
+        `ota` makes it an A/B device that takes OS updates (`updater.Updater`): its factory images, installed
+        build and trusted OTA certificates.
         """
-        return cls(DeviceState.create(directory, DeviceProfile(sdk, tuple(abis), platform), stores))
+        profile = DeviceProfile(sdk, tuple(abis), platform)
+        if ota is None:
+            return cls(DeviceState.create(directory, profile, stores))
+        check_profile(profile)
+        path = Path(directory)
+        if (path / DATABASE_NAME).exists():
+            raise DeviceError(f"{path} already holds a device ({DATABASE_NAME}); use another directory")
+        ota_state = prepare_ota(path, ota)
+        try:
+            state = DeviceState.create(path, profile, stores, ota=ota_state, otacerts=ota.otacerts)
+        except BaseException:
+            discard_slots(path, ota_state)
+            raise
+        return cls(state)
 
     @classmethod
     def open(cls, directory: str | os.PathLike[str]) -> Device:

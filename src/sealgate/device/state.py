@@ -24,13 +24,16 @@ from pathlib import Path
 from sealgate.apk.certificate import Certificate
 from sealgate.apk.lineage import parse_lineage_attribute
 from sealgate.apk.update_rules import SigningIdentity
+from sealgate.device.ota_rules import SLOTS, BuildInfo, OtaState, Slot, SlotStatus
 from sealgate.device.rules import DeviceProfile, InstalledPackage
 from sealgate.device.stores import AllowedStore, StoreMode
 from sealgate.durable import fsync_directory
 from sealgate.errors import DeviceError, SealgateError
 
 DATABASE_NAME = "device.db"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+#: Schema versions an older sealgate wrote; such a device is refused with a sentence saying so.
+_OLDER_SCHEMAS = {1: "app installs only", 2: "app installs only, without OS updates"}
 #: The device's API level must lie in this range (the verifier takes levels as plain ints; 10000 is far beyond any).
 SDK_RANGE = (1, 10000)
 _ABI = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
@@ -67,6 +70,27 @@ CREATE TABLE stores (
     auto_update INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (package, cert_sha256)
 );
+CREATE TABLE ota (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    device_name TEXT NOT NULL,
+    current_slot TEXT NOT NULL,
+    active_slot TEXT NOT NULL,
+    rollback_index INTEGER NOT NULL,
+    boot_tries INTEGER NOT NULL,
+    channel TEXT
+);
+CREATE TABLE slots (
+    slot TEXT PRIMARY KEY,
+    directory TEXT,
+    status TEXT NOT NULL,
+    build TEXT,
+    tries_remaining INTEGER NOT NULL,
+    wipe_pending INTEGER NOT NULL
+);
+CREATE TABLE otacerts (
+    position INTEGER PRIMARY KEY,
+    der BLOB NOT NULL
+);
 """
 
 
@@ -79,9 +103,19 @@ class DeviceState:
 
     @classmethod
     def create(
-        cls, directory: str | os.PathLike[str], profile: DeviceProfile, stores: tuple[AllowedStore, ...] = ()
+        cls,
+        directory: str | os.PathLike[str],
+        profile: DeviceProfile,
+        stores: tuple[AllowedStore, ...] = (),
+        *,
+        ota: OtaState | None = None,
+        otacerts: tuple[Certificate, ...] = (),
     ) -> DeviceState:
-        """Make a new device; the database appears complete or not at all (temp file, fsync, rename)."""
+        """Make a new device; the database appears complete or not at all (temp file, fsync, rename).
+
+        `ota` is the OS side (slots, installed build) of a device that takes OTA updates, `otacerts` the
+        certificates its system image trusts for them (/system/etc/security/otacerts.zip).
+        """
         path = Path(directory)
         check_profile(profile)
         try:
@@ -116,6 +150,11 @@ class DeviceState:
                         connection.execute(
                             "INSERT OR REPLACE INTO stores VALUES (?, ?, ?, ?)",
                             (store.package, store.cert_sha256, store.mode.value, int(store.auto_update)),
+                        )
+                    if ota is not None:
+                        _write_ota(connection, ota)
+                        connection.executemany(
+                            "INSERT INTO otacerts VALUES (?, ?)", [(i, c.der) for i, c in enumerate(otacerts)]
                         )
             finally:
                 connection.close()
@@ -154,6 +193,12 @@ class DeviceState:
             row = connection.execute("SELECT schema_version FROM device WHERE id = 1").fetchone()
         except sqlite3.DatabaseError as exc:
             raise DeviceError(f"{target} is not a readable device database: {exc}") from exc
+        if row is not None and row[0] in _OLDER_SCHEMAS:
+            connection.close()
+            raise DeviceError(
+                f"{target} was made by an older sealgate (schema {row[0]}, {_OLDER_SCHEMAS[row[0]]}); this version "
+                f"needs schema {SCHEMA_VERSION}: make a new device with `device init`"
+            )
         if row is None or row[0] != SCHEMA_VERSION:
             connection.close()
             raise DeviceError(f"{target} has an unknown schema version; it was made by another sealgate version")
@@ -241,6 +286,57 @@ class DeviceState:
             except (ValueError, SealgateError) as exc:
                 raise DeviceError(f"the device's allow-list is damaged: {exc}") from exc
 
+    def ota_state(self) -> OtaState | None:
+        """The OS side of the device, or None for a device made without one (app installs only)."""
+        with self._reading():
+            row = self._db.execute(
+                "SELECT device_name, current_slot, active_slot, rollback_index, boot_tries, channel FROM ota"
+            ).fetchone()
+            if row is None:
+                return None
+            name, current, active, rollback_index, boot_tries, channel = row
+            slots = []
+            for slot_name in SLOTS:
+                slot_row = self._db.execute(
+                    "SELECT directory, status, build, tries_remaining, wipe_pending FROM slots WHERE slot = ?",
+                    (slot_name,),
+                ).fetchone()
+                if slot_row is None:
+                    raise ValueError(f"slot {slot_name} has no record")
+                directory, status, build, tries, wipe = slot_row
+                slots.append(
+                    Slot(
+                        slot_name,
+                        directory if isinstance(directory, str) else None,
+                        SlotStatus(status),
+                        BuildInfo.from_json(json.loads(build)) if build is not None else None,
+                        int(tries),
+                        bool(wipe),
+                    )
+                )
+            if current not in SLOTS or active not in SLOTS:
+                raise ValueError(f"the current and active slots must be a or b, got {current!r} and {active!r}")
+            state = OtaState(
+                str(name),
+                current,
+                active,
+                int(rollback_index),
+                int(boot_tries),
+                (slots[0], slots[1]),
+                channel if isinstance(channel, str) else None,
+            )
+            if state.current.build is None or state.current.directory is None:
+                raise ValueError(f"the running slot {current} holds no build")
+            return state
+
+    def otacerts(self) -> tuple[Certificate, ...]:
+        with self._reading():
+            rows = self._db.execute("SELECT der FROM otacerts ORDER BY position").fetchall()
+            try:
+                return tuple(Certificate.from_der(bytes(der)) for (der,) in rows)
+            except SealgateError as exc:
+                raise DeviceError(f"the device's trusted OTA certificates are damaged: {exc}") from exc
+
     def dump(self) -> list[str]:
         """Every row of the database as SQL, for comparing two states."""
         with self._reading():
@@ -282,6 +378,17 @@ class DeviceState:
     def set_auto_update(self, store: str, enabled: bool) -> None:
         self._require_transaction()
         self._db.execute("UPDATE stores SET auto_update = ? WHERE package = ?", (int(enabled), store))
+
+    def put_ota_state(self, state: OtaState) -> None:
+        self._require_transaction()
+        _write_ota(self._db, state)
+
+    def wipe_user_data(self) -> None:
+        """A factory reset of /data: every installed app and its remembered signer goes; the system image stays."""
+        self._require_transaction()
+        self._db.execute("DELETE FROM signers")
+        self._db.execute("DELETE FROM packages")
+        self._db.execute("UPDATE stores SET auto_update = 0")
 
     def _require_transaction(self) -> None:
         if not self._db.in_transaction:
@@ -326,6 +433,32 @@ _SELECT_PACKAGE = (
     "SELECT package, version_code, lineage, installer, installed_at, updated_at, debuggable, shared_user_id, "
     "target_sdk FROM packages"
 )
+
+
+def _write_ota(connection: sqlite3.Connection, state: OtaState) -> None:
+    connection.execute(
+        "INSERT OR REPLACE INTO ota VALUES (1, ?, ?, ?, ?, ?, ?)",
+        (
+            state.device_name,
+            state.current_slot,
+            state.active_slot,
+            state.rollback_index,
+            state.boot_tries,
+            state.channel,
+        ),
+    )
+    for slot in state.slots:
+        connection.execute(
+            "INSERT OR REPLACE INTO slots VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                slot.name,
+                slot.directory,
+                slot.status.value,
+                json.dumps(slot.build.to_json(), sort_keys=True) if slot.build is not None else None,
+                slot.tries_remaining,
+                int(slot.wipe_pending),
+            ),
+        )
 
 
 @contextlib.contextmanager

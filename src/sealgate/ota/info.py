@@ -100,6 +100,16 @@ def read_info(path: str | os.PathLike[str]) -> OtaInfo:
     return info
 
 
+def text_property_files(archive: ZipArchive) -> dict[str, list[PropertyFile]]:
+    """The text metadata's property-files tokens, each checked against the entry it names; lenient (no metadata,
+    or tokens that do not parse, give fewer of them), for callers that only compare layouts, like the signer."""
+    entry = archive.entry(METADATA)
+    if entry is None:
+        return {}
+    values = parse_metadata(archive.read(entry, max_size=_MAX_METADATA).decode("utf-8", errors="replace"))
+    return {key: _check_tokens(archive, values[key]) for key in _PROPERTY_KEYS if key in values}
+
+
 def parse_metadata(text: str) -> dict[str, str]:
     """`key=value` lines; values keep everything after the first '=' (trimmed, as recovery trims them)."""
     result: dict[str, str] = {}

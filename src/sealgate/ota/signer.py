@@ -9,8 +9,9 @@ signapk's: "signed by SignApk", NUL, a detached PKCS#7 SignedData (one certifica
 one): SHA-1 for sha1/md5WithRSA certificates, SHA-256 otherwise; RSA keys sign PKCS#1 v1.5, EC keys ECDSA.
 
 Unlike signapk, the entries are not rewritten (sorted, recompressed, re-stamped): the package's bytes stay as the
-build made them, so the signed package hashes the same on every machine. The output is checked with the verifier
-(`whole_file.verify_package`) before it replaces anything.
+build made them, so the signed package hashes the same on every machine, and the offsets an A/B package's property
+files name stay right (a package in which dropping an old signature file would move them is refused). The output
+is checked with the verifier (`whole_file.verify_package`) before it replaces anything.
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ def sign_package(
         writer.write_at(
             cd_offset + len(layout.central_directory), signed_tail + struct.pack("<H", len(comment)) + comment
         )
+        _check_property_files_kept(archive, output.temp_path)
         result = verify_package(output.temp_path, [key])
         if not result.verified:
             problems = "; ".join(issue.message for issue in result.errors)
@@ -80,6 +82,26 @@ def sign_package(
         output.commit()
     result.path = os.fspath(output_path)
     return result
+
+
+def _check_property_files_kept(archive: ZipArchive, signed: Path) -> None:
+    """Entries are copied in place, but dropping an old signature file or a directory in front of them moves the
+    rest: refuse a result in which a property-files token that was right no longer is (a device streaming the
+    package would read the wrong bytes); such a package must be built again."""
+    from sealgate.ota.info import text_property_files
+
+    def matching(opened: ZipArchive) -> set[tuple[str, str]]:
+        tokens = text_property_files(opened)
+        return {(key, token.name) for key, items in tokens.items() for token in items if token.matches}
+
+    with ZipArchive.open(signed) as output:
+        moved = matching(archive) - matching(output)
+    if moved:
+        names = ", ".join(sorted({name for _, name in moved}))
+        raise OtaFormatError(
+            f"signing would move entries the property files point at ({names}): old signature files or directories "
+            "lie before them; build the package again (sealgate ota package) and sign that"
+        )
 
 
 def _algorithm(signer: Signer, hash_name: str) -> SigningAlgorithm:

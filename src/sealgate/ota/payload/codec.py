@@ -45,9 +45,12 @@ def check_compression(compression: str) -> None:
         raise UsageError(f"unknown compression {compression!r}; expected one of {', '.join(COMPRESSIONS)}")
 
 
-def encode_chunk(chunk: bytes, compression: str) -> EncodedChunk:
-    """The smallest encoding of `chunk` (whole blocks); run on worker threads (lzma and zstd release the GIL)."""
-    if chunk.count(0) == len(chunk):
+def encode_chunk(chunk: bytes, compression: str, zero: bool = True) -> EncodedChunk:
+    """The smallest encoding of `chunk` (whole blocks); run on worker threads (lzma and zstd release the GIL).
+
+    With `zero`, an all-zero chunk is a ZERO operation (no data).
+    """
+    if zero and chunk.count(0) == len(chunk):
         return EncodedChunk(ZERO, b"")
     best = EncodedChunk(REPLACE, chunk)
     if compression == "none" or not _compressible(chunk):

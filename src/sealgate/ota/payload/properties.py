@@ -4,6 +4,11 @@ update_engine's payload_generator/payload_properties.cc fills a brillo::KeyValue
 `KEY=value` line each) with FILE_HASH (base64 SHA-256 of the whole payload), FILE_SIZE, METADATA_HASH (base64
 SHA-256 of header + manifest) and METADATA_SIZE (header + manifest, without the metadata signature). The updater
 hands these to update_engine's applyPayload, which refuses a payload that does not match them.
+
+The same file carries update_engine's install options after those four lines: releasetools appends POWERWASH=1 to
+a wiping package's copy and SWITCH_SLOT_ON_REBOOT=0 to a secondary payload's (update_attempter_android.cc reads them
+as kPayloadProperty* headers). They are not part of the payload's description, so they are kept apart, in
+`headers`, instead of being refused: a reader that refused them could not install a wiping package.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import base64
 import binascii
 import hashlib
 import os
+import re
 from dataclasses import dataclass
 
 from sealgate.errors import PayloadError
@@ -19,6 +25,8 @@ from sealgate.ota.payload.header import HEADER_SIZE, PayloadHeader
 
 _STEP = 8 * 1024 * 1024
 _KEYS = ("FILE_HASH", "FILE_SIZE", "METADATA_HASH", "METADATA_SIZE")
+#: An install option's name, as update_engine's headers spell them (POWERWASH, SWITCH_SLOT_ON_REBOOT, ...).
+_HEADER_NAME = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
 
 
 @dataclass(frozen=True)
@@ -27,6 +35,8 @@ class PayloadProperties:
     file_size: int
     metadata_hash: bytes
     metadata_size: int
+    #: update_engine's install options after the description, in file order (("POWERWASH", "1"), ...).
+    headers: tuple[tuple[str, str], ...] = ()
 
     def to_text(self) -> str:
         return (
@@ -34,21 +44,30 @@ class PayloadProperties:
             f"FILE_SIZE={self.file_size}\n"
             f"METADATA_HASH={base64.b64encode(self.metadata_hash).decode()}\n"
             f"METADATA_SIZE={self.metadata_size}\n"
-        )
+        ) + "".join(f"{key}={value}\n" for key, value in self.headers)
+
+    def header(self, name: str) -> str | None:
+        """The value of install option `name` (e.g. "POWERWASH"), or None when the file does not set it."""
+        return next((value for key, value in self.headers if key == name), None)
 
     @classmethod
     def parse(cls, text: str) -> PayloadProperties:
-        """Strict: the four keys once each, canonical base64 of 32-byte hashes, decimal sizes."""
+        """Strict: the four keys once each, canonical base64 of 32-byte hashes, decimal sizes; other `NAME=value`
+        lines are install options (`headers`), each named once."""
         values: dict[str, str] = {}
+        headers: dict[str, str] = {}
         for number, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
             key, separator, value = line.partition("=")
-            if not separator or key not in _KEYS:
-                raise PayloadError(f"payload properties line {number}: expected one of {', '.join(_KEYS)}=VALUE")
-            if key in values:
+            if not separator or (key not in _KEYS and not _HEADER_NAME.match(key)):
+                raise PayloadError(
+                    f"payload properties line {number}: expected one of {', '.join(_KEYS)}=VALUE or an install"
+                    " option such as POWERWASH=1"
+                )
+            if key in values or key in headers:
                 raise PayloadError(f"payload properties line {number}: {key} appears twice")
-            values[key] = value
+            (values if key in _KEYS else headers)[key] = value
         missing = [key for key in _KEYS if key not in values]
         if missing:
             raise PayloadError(f"payload properties lack {', '.join(missing)}")
@@ -57,6 +76,7 @@ class PayloadProperties:
             file_size=_size(values["FILE_SIZE"], "FILE_SIZE"),
             metadata_hash=_hash(values["METADATA_HASH"], "METADATA_HASH"),
             metadata_size=_size(values["METADATA_SIZE"], "METADATA_SIZE"),
+            headers=tuple(headers.items()),
         )
 
     @classmethod

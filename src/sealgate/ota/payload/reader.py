@@ -143,6 +143,14 @@ class Payload:
             "metadata_signatures": signature_sizes(self.metadata_signature),
             "payload_signatures": signature_sizes(self.payload_signature),
             "partitions": [partition.to_json() for partition in self.partitions],
+            "dynamic_partition_groups": [
+                {
+                    "name": _text(group.name),
+                    "size": int(group.size),
+                    "partitions": [_text(name) for name in group.partition_names],
+                }
+                for group in self.manifest.dynamic_partition_metadata.groups
+            ],
         }
 
 
