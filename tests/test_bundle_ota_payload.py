@@ -205,13 +205,20 @@ def test_forged_payloads_are_refused_on_apply(
     build_ab_package(extra, payload=payload, payload_properties=properties, metadata=same,
                      extra_entries={"care_map.pb": tmp_path / "care_map.pb"})  # fmt: skip
     cases["extra entry"] = (whole_file(extra, "extra-signed"), "other entries differ")
+    # 6. An install option slipped into payload_properties.txt (the device would not switch slots).
+    options = tmp_path / "options" / "payload_properties.txt"
+    options.parent.mkdir()
+    options.write_bytes(properties.read_bytes() + b"SWITCH_SLOT_ON_REBOOT=0\n")
+    switched = tmp_path / "switched.zip"
+    build_ab_package(switched, payload=payload, payload_properties=options, metadata=same)
+    cases["install option"] = (whole_file(switched, "switched-signed"), "carries the install options")
     for label, (forged, reason) in cases.items():
         capsys.readouterr()
         assert _forge(m, response, request, forged) == 1, label
         err = capsys.readouterr().err
         assert reason in err and "nothing was written" in err, (label, err)
         _nothing_applied(m)
-    # 6. The genuine package, but the response claims no payload was signed.
+    # 7. The genuine package, but the response claims no payload was signed.
     capsys.readouterr()
     genuine = tmp_path / "genuine.zip"
     with zipfile.ZipFile(response) as archive:

@@ -342,7 +342,6 @@ def test_release_ota_signed_offline_verifies_with_openssl(
 def test_published_release_updates_a_phone_from_build_n_to_n_plus_1(
     capsys: pytest.CaptureFixture[str], world: World, web: str
 ) -> None:
-    pytest.importorskip("sealgate.device.updater")
     w = world
     # The channel already offers build N (its full OTA, through the same chain)...
     previous = prepare(capsys, w, BUILD_N, f"{DEVICE}-ota-{BUILD_N.incremental}.zip")
@@ -409,8 +408,6 @@ def test_a_package_signed_with_another_key_is_refused_everywhere(
     status, refused = publish(capsys, w, forged)
     assert status == 1 and [error["code"] for error in refused["errors"]] == ["BAD_SIGNATURE"], refused  # type: ignore[union-attr]
     assert not any(w.webroot.iterdir())
-    if not _have_updater():
-        return
     phone = make_phone(capsys, w, "phone")
     before = phone_state(phone)
     status, verdict = run_json(capsys, "device", "ota", "apply", str(phone), str(forged))
@@ -421,7 +418,6 @@ def test_a_package_signed_with_another_key_is_refused_everywhere(
 def test_tampered_payload_is_refused_by_the_phone(
     capsys: pytest.CaptureFixture[str], world: World, tmp_path: Path
 ) -> None:
-    pytest.importorskip("sealgate.device.updater")
     w = world
     full, _ = release(capsys, w)
     phone = make_phone(capsys, w, "phone")
@@ -456,8 +452,6 @@ def test_a_package_for_another_device_is_refused(capsys: pytest.CaptureFixture[s
     signed = w.online / "signed" / unsigned.name
     status, refused = publish(capsys, w, signed)
     assert status == 1 and [error["code"] for error in refused["errors"]] == ["WRONG_DEVICE"], refused  # type: ignore[union-attr]
-    if not _have_updater():
-        return
     phone = make_phone(capsys, w, "phone")
     before = phone_state(phone)
     status, verdict = run_json(capsys, "device", "ota", "apply", str(phone), str(signed))
@@ -466,7 +460,6 @@ def test_a_package_for_another_device_is_refused(capsys: pytest.CaptureFixture[s
 
 
 def test_an_older_build_is_refused_by_the_phone(capsys: pytest.CaptureFixture[str], world: World) -> None:
-    pytest.importorskip("sealgate.device.updater")
     w = world
     old = prepare(capsys, w, BUILD_N, f"{DEVICE}-ota-{BUILD_N.incremental}.zip")
     request, response, _ = sign_offline(capsys, w, [old])
@@ -480,7 +473,6 @@ def test_an_older_build_is_refused_by_the_phone(capsys: pytest.CaptureFixture[st
 
 def test_a_declared_downgrade_is_accepted_with_a_wipe(capsys: pytest.CaptureFixture[str], world: World) -> None:
     """`release ota --downgrade` (incremental, as recovery demands): the phone goes back to N and wipes."""
-    pytest.importorskip("sealgate.device.updater")
     w = world
     target = write_target_files(w.online / "tf-n.zip", BUILD_N)
     source = write_target_files(w.online / "tf-n1.zip", BUILD_N1)
@@ -518,11 +510,3 @@ def test_release_ota_refuses_what_cannot_make_an_ota(capsys: pytest.CaptureFixtu
     status, _, err = run(capsys, "release", "ota", str(broken), str(w.online / "x.zip"))
     assert status == 1 and "IMAGES/vendor.img" in err
     assert not (w.online / "x.zip").exists()
-
-
-def _have_updater() -> bool:
-    try:
-        import sealgate.device.updater  # noqa: F401
-    except ImportError:
-        return False
-    return True

@@ -80,9 +80,11 @@ def sign_package_payload(unsigned_package: Path, out: Path, signer: Signer, work
     work.mkdir(parents=True, exist_ok=True)
     metadata = read_package_metadata(unsigned_package)
     payload = work / "payload.unsigned"
-    extras = _extract(unsigned_package, work, payload)
+    extras, sent_text = _extract(unsigned_package, work, payload)
+    sent = PayloadProperties.parse(sent_text)
     signed_payload = work / "payload.signed"
-    properties = sign_payload(payload, signed_payload, signer)
+    # The install options the online side set (POWERWASH=1, ...) stay; the description is the signed payload's.
+    properties = replace(sign_payload(payload, signed_payload, signer), headers=sent.headers)
     properties_file = work / "payload_properties.txt"
     properties_file.write_text(properties.to_text(), encoding="ascii")
     build_ab_package(out, payload=signed_payload, payload_properties=properties_file, metadata=metadata,
@@ -101,9 +103,10 @@ def check_signed_payload(signed_package: Path, unsigned_package: Path, certifica
     sent_entries = _entry_digests(unsigned_package, sent)
     came_entries = _entry_digests(signed_package, came)
     properties_text = came_entries.pop(PAYLOAD_PROPERTIES + "#text", "")
-    sent_entries.pop(PAYLOAD_PROPERTIES + "#text", None)
+    sent_text = sent_entries.pop(PAYLOAD_PROPERTIES + "#text", "")
     try:
-        properties = PayloadProperties.parse(_without_powerwash(properties_text))
+        properties = PayloadProperties.parse(properties_text)
+        sent_properties = PayloadProperties.parse(sent_text)
         check_payload_signatures(came, [public_key], properties=properties)
         signatures = read_payload(came)
         blob = parse_signatures(signatures.payload_signature, "payload signature")
@@ -117,6 +120,15 @@ def check_signed_payload(signed_package: Path, unsigned_package: Path, certifica
     metadata_sent, metadata_came = read_package_metadata(unsigned_package), read_package_metadata(signed_package)
     if replace(metadata_sent, property_files={}) != replace(metadata_came, property_files={}):
         raise PayloadCheckError("its metadata is not the metadata that was sent")
+    # update_engine's install options (POWERWASH=1, SWITCH_SLOT_ON_REBOOT=0) change what the device does: exactly
+    # the ones sent, plus the POWERWASH=1 a wiping package gets, as build_ab_package appends it.
+    expected = sent_properties.headers
+    if metadata_sent.wipe and sent_properties.header("POWERWASH") is None:
+        expected = (*expected, ("POWERWASH", "1"))
+    if properties.headers != expected:
+        raise PayloadCheckError(
+            f"its {PAYLOAD_PROPERTIES} carries the install options {properties.headers}, not the {expected} sent"
+        )
     with ZipArchive.open(signed_package, strict=True) as archive:
         for key in (AB_PROPERTY_FILES, STREAMING_PROPERTY_FILES):
             value = metadata_came.property_files.get(key)
@@ -134,15 +146,15 @@ def check_signed_payload(signed_package: Path, unsigned_package: Path, certifica
     came.unlink()
 
 
-def _without_powerwash(text: str) -> str:
-    """payload_properties.txt without the POWERWASH=1 line a wiping package appends (PayloadProperties is strict)."""
-    return "".join(line for line in text.splitlines(keepends=True) if line.strip() != "POWERWASH=1")
-
-
-def _extract(package: Path, work: Path, payload: Path) -> Mapping[str, Path]:
-    """Copy payload.bin to `payload` and every entry the rebuilt package carries over into `work`; those by name."""
+def _extract(package: Path, work: Path, payload: Path) -> tuple[Mapping[str, Path], str]:
+    """Copy payload.bin to `payload` and every entry the rebuilt package carries over into `work`; those by name,
+    and the text of payload_properties.txt."""
     extras: dict[str, Path] = {}
     with ZipArchive.open(package, strict=True) as archive:
+        entry = archive.entry(PAYLOAD_PROPERTIES)
+        if entry is None:
+            raise PayloadCheckError(f"{package.name} has no {PAYLOAD_PROPERTIES}")
+        properties_text = archive.read(entry, max_size=65536).decode("ascii", "replace")
         for index, entry in enumerate(archive.entries):
             if entry.is_directory or not kept_entry(entry.name) or entry.name in _REBUILT - {PAYLOAD}:
                 continue
@@ -152,7 +164,7 @@ def _extract(package: Path, work: Path, payload: Path) -> Mapping[str, Path]:
                     handle.write(chunk)
             if entry.name != PAYLOAD:
                 extras[entry.name] = target
-    return extras
+    return extras, properties_text
 
 
 def _entry_digests(package: Path, payload_copy: Path) -> dict[str, str]:
