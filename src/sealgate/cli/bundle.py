@@ -26,6 +26,7 @@ from sealgate.custody.bundle import (
 )
 from sealgate.custody.signing_session import PublicKeys, apply_response
 from sealgate.errors import BundleError, UsageError
+from sealgate.release import target_files_bundle  # noqa: F401  (registers the "target-files" kind)
 
 
 @click.group()
@@ -53,6 +54,24 @@ def bundle() -> None:
     metavar="FILE ROLE",
     help="An OTA package to whole-file sign (signapk -w's form) with ROLE's key, e.g. update.zip ota (repeatable).",
 )
+@click.option(
+    "--target-files",
+    "target_files",
+    multiple=True,
+    nargs=2,
+    type=(click.Path(dir_okay=False, exists=True, path_type=Path), str),
+    metavar="FILE ROLE",
+    help="A target-files package to re-sign for release offline (sign-target-files), recorded under ROLE, e.g. "
+    "target-files.zip releasekey (repeatable).",
+)
+@click.option(
+    "--key-map",
+    "key_maps",
+    multiple=True,
+    metavar="CERTNAME=ROLE",
+    help="For --target-files: the role signing APKs built with an apkcerts certificate no test key name maps.",
+)
+@click.option("--rollback-index", type=click.IntRange(min=0), help="For --target-files: vbmeta's new rollback index.")
 @click.option(
     "--file",
     "files",
@@ -99,6 +118,9 @@ def create_command(
     out: Path,
     apks: tuple[tuple[Path, str], ...],
     otas: tuple[tuple[Path, str], ...],
+    target_files: tuple[tuple[Path, str], ...],
+    key_maps: tuple[str, ...],
+    rollback_index: int | None,
     files: tuple[tuple[Path, str, str], ...],
     digests: tuple[tuple[str, str, str, str], ...],
     items_file: Path | None,
@@ -119,6 +141,12 @@ def create_command(
         specs.append(ItemSpec("apk", role, path=path, purpose=purpose, apk_options=apk_options, metadata=metadata))
     for path, role in otas:
         specs.append(ItemSpec("ota", role, path=path, purpose=purpose, metadata=metadata))
+    release_options: dict[str, object] = {"key_map": dict(_certificate_role(arg) for arg in key_maps)}
+    if rollback_index is not None:
+        release_options["rollback_index"] = rollback_index
+    for path, role in target_files:
+        specs.append(ItemSpec("target-files", role, path=path, purpose=purpose, metadata=metadata,
+                              release_options=release_options))  # fmt: skip
     for path, role, algorithm in files:
         specs.append(
             ItemSpec("file", role, path=path, algorithm=parse_algorithm(algorithm), purpose=purpose, metadata=metadata)
@@ -138,7 +166,7 @@ def create_command(
     if items_file is not None:
         specs += _specs_from_file(items_file)
     if not specs:
-        raise UsageError("nothing to sign: give --apk, --ota, --file, --digest or --from")
+        raise UsageError("nothing to sign: give --apk, --ota, --target-files, --file, --digest or --from")
     request, digest = create_request(out, specs, requester=requester or _default_requester())
     if as_json:
         click.echo(json.dumps({"bundle": str(out), "request_sha256": digest, **request.to_json()}))
@@ -172,6 +200,13 @@ def _key_value(arg: str, option: str) -> tuple[str, bool | int | str | None]:
     if lowered.isdigit():
         return key, int(lowered)
     return key, value
+
+
+def _certificate_role(arg: str) -> tuple[str, str]:
+    name, sep, role = arg.partition("=")
+    if not sep or not name or not role:
+        raise UsageError(f"--key-map takes CERTNAME=ROLE, not {arg!r}")
+    return name, role
 
 
 def _metadata(metas: tuple[str, ...]) -> ItemMetadata:

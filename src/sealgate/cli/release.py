@@ -14,10 +14,12 @@ def release() -> None:
 
 
 from sealgate.cli.release_avb import avb_info, avb_sign, avb_verify  # noqa: E402
+from sealgate.cli.release_ota import ota_command  # noqa: E402
 from sealgate.cli.release_publish import publish_command  # noqa: E402
 from sealgate.cli.release_sign import factory_image_command, sign_target_files_command  # noqa: E402
 
 release.add_command(publish_command, "publish")
+release.add_command(ota_command, "ota")
 release.add_command(sign_target_files_command, "sign-target-files")
 release.add_command(factory_image_command, "factory-image")
 release.add_command(avb_info)

@@ -13,6 +13,7 @@ from sealgate.custody.offline import ensure_offline
 from sealgate.custody.passphrase import read_passphrase
 from sealgate.custody.signing_session import SigningSession
 from sealgate.errors import UsageError
+from sealgate.release import target_files_bundle  # noqa: F401  (registers the "target-files" kind)
 
 
 @click.command("sign")

@@ -45,16 +45,19 @@ MAX_MANIFEST_SIZE = 16 * 1024 * 1024
 MAX_ED25519_FILE = 64 * 1024 * 1024
 CHUNK = 1024 * 1024
 
-Kind = Literal["apk", "ota", "file", "digest"]
-KINDS: tuple[Kind, ...] = ("apk", "ota", "file", "digest")
+Kind = Literal["apk", "ota", "file", "digest", "target-files"]
+KINDS: tuple[Kind, ...] = ("apk", "ota", "file", "digest", "target-files")
 #: Kinds whose signed artifact comes back whole (not a detached signature), signed as its format prescribes.
-SIGNED_IN_PLACE: tuple[Kind, ...] = ("apk", "ota")
+SIGNED_IN_PLACE: tuple[Kind, ...] = ("apk", "ota", "target-files")
+#: Kinds signed and checked by a handler an upper layer registers (`custody.kinds`).
+HANDLED_KINDS: tuple[Kind, ...] = ("target-files",)
 METADATA_KEYS = ("description", "version", "device", "previous_release", "changes")
 DEFAULT_PURPOSE: dict[str, str] = {
     "apk": "apk",
     "ota": "ota-package",
     "file": "detached-signature",
     "digest": "detached-signature",
+    "target-files": "target-files",
 }
 
 _HEX32 = re.compile(r"^[0-9a-f]{32}$")
@@ -138,7 +141,30 @@ _KIND_FIELDS: dict[str, set[str]] = {
     "ota": set(),
     "file": {"algorithm"},
     "digest": {"algorithm"},
+    "target-files": {"release_options"},
 }
+
+
+def check_release_options(options: Mapping[str, object], where: str = "release_options") -> dict[str, Any]:
+    """Options of re-signing target files: `key_map` (apkcerts certificate name -> role, like --key-map) and
+    `rollback_index` (vbmeta's, or null to keep it); unknown names are refused."""
+    checked: dict[str, Any] = {}
+    for key, value in options.items():
+        if key == "key_map":
+            mapping = _object(value, f"{where}.key_map")
+            checked[key] = {
+                _string(name, f"{where}.key_map key", limit=1024): _match(
+                    role, _ROLE, f"{where}.key_map[{name!r}]", "a key role such as releasekey"
+                )
+                for name, role in mapping.items()
+            }
+        elif key == "rollback_index":
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**64):
+                raise BundleError(f"{where}.rollback_index must be a 64-bit unsigned integer or null, not {value!r}")
+            checked[key] = value
+        else:
+            raise BundleError(f"{where}: unknown option {key!r} (known: key_map, rollback_index)")
+    return checked
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +188,7 @@ class RequestItem:
     algorithm: SigningAlgorithm | None = None
     apk_options: Mapping[str, bool | int | None] = field(default_factory=dict)
     metadata: ItemMetadata = field(default_factory=ItemMetadata)
+    release_options: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def payload_name(self) -> str | None:
@@ -185,6 +212,8 @@ class RequestItem:
         }
         if self.kind == "apk":
             obj["apk_options"] = dict(self.apk_options)
+        elif self.kind == "target-files":
+            obj["release_options"] = dict(self.release_options)
         elif self.kind != "ota":
             assert self.algorithm is not None
             obj["algorithm"] = self.algorithm.value
@@ -207,8 +236,13 @@ class RequestItem:
             size = _size(size, f"{where}.size")
         algorithm = None
         options: dict[str, bool | int | None] = {}
+        release_options: dict[str, Any] = {}
         if kind == "apk":
             options = check_apk_options(_object(fields["apk_options"], f"{where}.apk_options"), f"{where}.apk_options")
+        elif kind == "target-files":
+            release_options = check_release_options(
+                _object(fields["release_options"], f"{where}.release_options"), f"{where}.release_options"
+            )
         elif kind != "ota":
             algorithm = parse_algorithm(fields["algorithm"], f"{where}.algorithm")
         item = cls(
@@ -222,6 +256,7 @@ class RequestItem:
             algorithm=algorithm,
             apk_options=options,
             metadata=ItemMetadata.from_json(fields["metadata"], f"{where}.metadata"),
+            release_options=release_options,
         )
         item.check()
         return item
@@ -787,12 +822,14 @@ class ItemSpec:
     purpose: str | None = None
     apk_options: Mapping[str, bool | int | None] = field(default_factory=dict)
     metadata: ItemMetadata = field(default_factory=ItemMetadata)
+    release_options: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_json(cls, obj: object, where: str, base: Path) -> ItemSpec:
         """One object of an items.json file; relative paths are taken from the file's own directory."""
         fields = _object(obj, where)
-        allowed = {"kind", "role", "path", "sha256", "name", "algorithm", "purpose", "apk_options", "metadata"}
+        allowed = {"kind", "role", "path", "sha256", "name", "algorithm", "purpose", "apk_options", "metadata",
+                   "release_options"}  # fmt: skip
         _only(fields, allowed, where, optional=frozenset(allowed - {"kind", "role"}))
         kind = fields.get("kind")
         if kind not in KINDS:
@@ -812,6 +849,9 @@ class ItemSpec:
             purpose=fields.get("purpose"),
             apk_options=check_apk_options(_object(options, f"{where}.apk_options"), f"{where}.apk_options"),
             metadata=ItemMetadata.from_json(fields.get("metadata", {}), f"{where}.metadata"),
+            release_options=check_release_options(
+                _object(fields.get("release_options", {}), f"{where}.release_options"), f"{where}.release_options"
+            ),
         )
 
 
@@ -840,6 +880,18 @@ def build_item(spec: ItemSpec, item_id: str) -> RequestItem:
             raise BundleError(f"{where}: an OTA package is signed with the hash its certificate names, not --algorithm")
         assert spec.path is not None
         _check_ota(spec.path)
+    elif spec.kind in HANDLED_KINDS:
+        if spec.algorithm is not None or spec.apk_options:
+            raise BundleError(f"{where}: {spec.kind} items are signed as their format prescribes, not --algorithm")
+        from sealgate.custody.kinds import handler_for
+
+        assert spec.path is not None
+        try:
+            handler_for(spec.kind).check_request(spec.path, spec.release_options)
+        except BundleError:
+            raise
+        except SealgateError as exc:
+            raise BundleError(f"{where}: {spec.path} cannot be signed as {spec.kind}: {exc}") from exc
     elif spec.algorithm is None:
         raise BundleError(f"{where}: a {spec.kind} item needs a signature algorithm")
     item = RequestItem(
@@ -853,6 +905,7 @@ def build_item(spec: ItemSpec, item_id: str) -> RequestItem:
         algorithm=spec.algorithm,
         apk_options=check_apk_options(spec.apk_options, f"{where} APK options"),
         metadata=spec.metadata,
+        release_options=check_release_options(spec.release_options, f"{where} release options"),
     )
     item.check()
     return item

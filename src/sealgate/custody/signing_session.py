@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from sealgate.apk.certificate import Certificate
 from sealgate.custody import record as signing_record
 from sealgate.custody.bundle import (
+    HANDLED_KINDS,
     MAX_ED25519_FILE,
     RequestBundle,
     RequestItem,
@@ -47,6 +48,7 @@ from sealgate.custody.bundle import (
     write_response,
 )
 from sealgate.custody.keystore import PUBLIC_FORMAT, PUBLIC_MANIFEST
+from sealgate.custody.kinds import ArtifactPlan, handler_for
 from sealgate.custody.offline import OfflineStatus, ensure_offline
 from sealgate.custody.record import RecordEntry, check_segment, utc_now
 from sealgate.durable import fsync_directory
@@ -112,9 +114,17 @@ class OtaFacts:
     post_timestamp: str | None
     post_security_patch_level: str | None
     already_signed: bool
+    #: payload.bin: "unsigned" (the session signs it), "signed" (kept), "unreadable" or "absent" (not an A/B payload).
+    payload: str = "absent"
+
+    @property
+    def signs_payload(self) -> bool:
+        return self.payload == "unsigned"
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "payload": self.payload,
+            "payload_will_be_signed": self.signs_payload,
             "ota_type": self.ota_type,
             "pre_device": self.pre_device,
             "pre_build": self.pre_build,
@@ -131,9 +141,12 @@ class ItemSummary:
     certificate: Certificate
     apk: ApkFacts | None = None
     ota: OtaFacts | None = None
+    #: For a handled kind (target files): what it declares, and the certificate of every role that will sign it.
+    plan: ArtifactPlan | None = None
+    plan_certificates: Mapping[str, Certificate] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        obj = {
             **self.item.to_json(),
             "certificate_sha256": self.certificate.sha256,
             "certificate_subject": self.certificate.subject,
@@ -141,6 +154,12 @@ class ItemSummary:
             "apk": self.apk.to_json() if self.apk is not None else None,
             "ota": self.ota.to_json() if self.ota is not None else None,
         }
+        if self.plan is not None:
+            obj["plan"] = {
+                **self.plan.to_json(),
+                "certificates": {role: cert.sha256 for role, cert in self.plan_certificates.items()},
+            }
+        return obj
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +209,10 @@ class SigningSummary:
             how = f"APK signature ({_options_text(item.apk_options)})" if item.kind == "apk" else None
             if item.kind == "ota":
                 how = f"whole-file OTA signature (signapk -w, {ota_algorithm(summary.certificate)})"
+                if summary.ota is not None and summary.ota.signs_payload:
+                    how = f"payload signature (update_engine's) and {how}"
+            if summary.plan is not None:
+                how = f"{item.kind} re-signed for release with {len(summary.plan.roles)} role(s)"
             if how is None:
                 assert item.algorithm is not None
                 over = "the digest above" if item.kind == "digest" else "the file"
@@ -213,6 +236,17 @@ class SigningSummary:
                     lines.append(f"               incremental from {ota.pre_build}")
                 if ota.already_signed:
                     lines.append("               (it already carries a whole-file signature, which will be replaced)")
+                if ota.signs_payload:
+                    lines.append(f"    payload    payload.bin is unsigned: it will be signed with the {item.role} key")
+                    lines.append("               (update_engine's metadata and payload signatures), then")
+                    lines.append("               payload_properties.txt and the package rebuilt, same metadata")
+                elif ota.payload == "signed":
+                    lines.append("    payload    payload.bin is already signed; it is kept as it is")
+            if summary.plan is not None:
+                for line in summary.plan.lines:
+                    lines.append(f"    {line}")
+                for role, certificate in summary.plan_certificates.items():
+                    lines.append(f"    role       {role:<13} {certificate.sha256}  {certificate.key_description}")
             labels = {
                 "description": "what",
                 "version": "version",
@@ -324,7 +358,16 @@ class SigningSession:
                     certificate = keys.certificate(item.role)
                     apk = None
                     ota = None
-                    if item.kind == "ota":
+                    plan = None
+                    plan_certificates: dict[str, Certificate] = {}
+                    if item.kind in HANDLED_KINDS:
+                        path = Path(work.name) / f"in-{item.id}.bin"
+                        with open(path, "xb") as handle:
+                            bundle.copy_payload(item, handle)
+                        extracted[item.id] = path
+                        plan = _plan(item, path)
+                        plan_certificates = {role: keys.certificate(role) for role in plan.roles}
+                    elif item.kind == "ota":
                         path = Path(work.name) / f"in-{item.id}.zip"
                         with open(path, "xb") as handle:
                             bundle.copy_payload(item, handle)
@@ -341,7 +384,7 @@ class SigningSession:
                     else:
                         assert item.algorithm is not None
                         _check_algorithm(item, certificate, item.algorithm)
-                    summaries.append(ItemSummary(item, certificate, apk, ota))
+                    summaries.append(ItemSummary(item, certificate, apk, ota, plan, plan_certificates))
                 summary = SigningSummary(
                     bundle=os.fspath(bundle_path),
                     request=bundle.request,
@@ -377,12 +420,13 @@ class SigningSession:
         request = self.summary.request
         signers: dict[str, Signer] = {}
         for summary in self.summary.items:
-            role = summary.item.role
-            if role not in signers:
-                signer = self._keys.signer(role, passphrase)
-                if signer.certificate.sha256 != summary.certificate.sha256:
-                    raise BundleError(f"the key of role {role} changed since the summary was shown; start again")
-                signers[role] = signer
+            wanted = {summary.item.role: summary.certificate, **summary.plan_certificates}
+            for role, certificate in wanted.items():
+                if role not in signers:
+                    signer = self._keys.signer(role, passphrase)
+                    if signer.certificate.sha256 != certificate.sha256:
+                        raise BundleError(f"the key of role {role} changed since the summary was shown; start again")
+                    signers[role] = signer
         for summary in self.summary.items:
             if (
                 summary.item.algorithm is not None
@@ -401,7 +445,7 @@ class SigningSession:
                     item = summary.item
                     signer = signers[item.role]
                     output = Path(self._work.name) / f"out-{item.id}"
-                    algorithm = self._sign_item(item, signer, output)
+                    algorithm = self._sign_item(item, signer, output, summary, signers)
                     output_sha256, output_size = hash_file(output)
                     entry = signing_record.append(
                         self._record,
@@ -446,11 +490,24 @@ class SigningSession:
             raise
         return SigningOutcome(out_path, digest, response)
 
-    def _sign_item(self, item: RequestItem, signer: Signer, output: Path) -> str:
+    def _sign_item(
+        self, item: RequestItem, signer: Signer, output: Path, summary: ItemSummary, signers: Mapping[str, Signer]
+    ) -> str:
+        if summary.plan is not None:
+            handler = handler_for(item.kind)
+            try:
+                handler.sign(self._extracted[item.id], output, {role: signers[role] for role in summary.plan.roles},
+                             item.release_options)  # fmt: skip
+            except BundleError:
+                raise
+            except SealgateError as exc:
+                raise BundleError(f"item {item.id} ({item.name}) cannot be signed: {exc}") from exc
+            return handler.algorithm
         if item.kind == "apk":
             return _sign_apk(self._extracted[item.id], output, signer, item)
         if item.kind == "ota":
-            return _sign_ota(self._extracted[item.id], output, signer, item)
+            work = Path(self._work.name) / f"ota-{item.id}"
+            return _sign_ota(self._extracted[item.id], output, signer, item, work)
         assert item.algorithm is not None
         algorithm = item.algorithm
         if item.kind == "digest":
@@ -476,6 +533,15 @@ class SigningSession:
         with open(output, "xb") as handle:
             handle.write(signature)
         return algorithm.value
+
+
+def _plan(item: RequestItem, path: Path) -> ArtifactPlan:
+    try:
+        return handler_for(item.kind).plan(path, item.release_options)
+    except BundleError:
+        raise
+    except SealgateError as exc:
+        raise BundleError(f"item {item.id} ({item.name}) cannot be signed: {exc}") from exc
 
 
 def _check_record(path: Path) -> tuple[int, str | None]:
@@ -597,19 +663,22 @@ def _sign_apk(source: Path, output: Path, signer: Signer, item: RequestItem) -> 
     return apk_algorithm(verification.schemes)
 
 
-def ota_algorithm(certificate: Certificate, item: RequestItem | None = None) -> str:
+def ota_algorithm(certificate: Certificate, item: RequestItem | None = None, *, payload: bool = False) -> str:
     """How a whole-file OTA signature is named in the record: "ota-whole-file-sha256" (or -sha1, as recovery picks
-    the hash from the certificate); BundleError when recovery would not load the certificate at all."""
+    the hash from the certificate), "ota-payload-sha256+whole-file-sha256" when the session signed payload.bin too;
+    BundleError when recovery would not load the certificate at all."""
     from sealgate.ota.whole_file import trusted_key
 
     try:
-        return f"ota-whole-file-{trusted_key(certificate, 'the certificate').hash_name}"
+        name = f"whole-file-{trusted_key(certificate, 'the certificate').hash_name}"
+        return f"ota-payload-sha256+{name}" if payload else f"ota-{name}"
     except UsageError as exc:
         what = f"item {item.id} ({item.name}): " if item is not None else ""
         raise BundleError(f"{what}the role's key cannot sign OTA packages recovery accepts: {exc}") from exc
 
 
 def _ota_facts(path: Path, item: RequestItem) -> OtaFacts:
+    from sealgate.custody.ota_payload import payload_state
     from sealgate.ota.info import read_info
     from sealgate.ota.metadata import read_package_metadata
 
@@ -626,13 +695,20 @@ def _ota_facts(path: Path, item: RequestItem) -> OtaFacts:
         post_timestamp=str(metadata.post_timestamp) if metadata.post_timestamp else None,
         post_security_patch_level=metadata.post_security_patch_level,
         already_signed=signed,
+        payload=payload_state(path),
     )
 
 
-def _sign_ota(source: Path, output: Path, signer: Signer, item: RequestItem) -> str:
+def _sign_ota(source: Path, output: Path, signer: Signer, item: RequestItem, work: Path) -> str:
+    from sealgate.custody.ota_payload import payload_state, sign_package_payload
     from sealgate.ota.signer import sign_package
 
+    signs_payload = payload_state(source) == "unsigned"
     try:
+        if signs_payload:
+            with_payload = work / "payload-signed.zip"
+            sign_package_payload(source, with_payload, signer, work)
+            source = with_payload
         verification = sign_package(source, output, signer)
     except SealgateError as exc:
         raise BundleError(f"item {item.id} ({item.name}) cannot be signed: {exc}") from exc
@@ -641,11 +717,15 @@ def _sign_ota(source: Path, output: Path, signer: Signer, item: RequestItem) -> 
         raise BundleError(f"item {item.id} ({item.name}): the signed OTA package does not verify: {problems}")
     if verification.signer.sha256 != signer.certificate.sha256:
         raise BundleError(f"item {item.id} ({item.name}): the signed package does not name the {item.role} certificate")
-    return ota_algorithm(signer.certificate, item)
+    return ota_algorithm(signer.certificate, item, payload=signs_payload)
 
 
-def _check_signed_ota(signed: Path, unsigned: Path, item: RequestItem, certificate: Certificate) -> None:
-    """Recovery's verdict with the role's certificate alone, and exactly the unsigned package's entries inside."""
+def _check_signed_ota(
+    signed: Path, unsigned: Path, item: RequestItem, certificate: Certificate, answer: ResponseItem, work: Path
+) -> None:
+    """Recovery's verdict with the role's certificate alone, and exactly the unsigned package's entries inside
+    (or, when the payload was sent unsigned, the same package with its payload signed by the role's key)."""
+    from sealgate.custody.ota_payload import PayloadCheckError, check_signed_payload, payload_state
     from sealgate.ota.signer import OTACERT, kept_entry
     from sealgate.ota.whole_file import trusted_key, verify_package
 
@@ -656,6 +736,21 @@ def _check_signed_ota(signed: Path, unsigned: Path, item: RequestItem, certifica
             f"the signed OTA package of item {item.id} ({item.name}) does not verify with the {item.role} "
             f"certificate {certificate.sha256}: {problems}; nothing was written"
         )
+    signs_payload = payload_state(unsigned) == "unsigned"
+    expected = ota_algorithm(certificate, item, payload=signs_payload)
+    if answer.algorithm != expected:
+        raise BundleError(
+            f"item {item.id} ({item.name}) was signed as {answer.algorithm}, not the {expected} its package "
+            "needs; nothing was written"
+        )
+    if signs_payload:
+        try:
+            check_signed_payload(signed, unsigned, certificate, work)
+        except PayloadCheckError as exc:
+            raise BundleError(
+                f"the signed OTA package of item {item.id} ({item.name}) is refused: {exc}; nothing was written"
+            ) from exc
+        return
     try:
         before = _entry_digests(unsigned, kept_entry)
         after = _entry_digests(signed, lambda name: name != OTACERT)
@@ -939,11 +1034,18 @@ def _pair_items(
                 f"item {item.id} ({item.name}) was signed with certificate {answer.certificate_sha256}, not the "
                 f"{item.role} certificate {expected.sha256} of the public keys; nothing was written"
             )
-        if item.kind == "ota":
-            if answer.algorithm != ota_algorithm(expected, item):
+        if item.kind in HANDLED_KINDS:
+            if answer.algorithm != handler_for(item.kind).algorithm:
                 raise BundleError(
                     f"item {item.id} ({item.name}) was signed as {answer.algorithm}, not the "
-                    f"{ota_algorithm(expected, item)} the {item.role} certificate makes"
+                    f"{handler_for(item.kind).algorithm} its kind makes"
+                )
+        elif item.kind == "ota":
+            forms = (ota_algorithm(expected, item), ota_algorithm(expected, item, payload=True))
+            if answer.algorithm not in forms:
+                raise BundleError(
+                    f"item {item.id} ({item.name}) was signed as {answer.algorithm}, not the "
+                    f"{' or '.join(forms)} the {item.role} certificate makes"
                 )
         elif item.kind != "apk":
             assert item.algorithm is not None
@@ -998,6 +1100,26 @@ def _stage(
 ) -> Path:
     certificate = public.certificate(item.role)
     target = staging / f"{item.id}.out"
+    if item.kind in HANDLED_KINDS:
+        with open(target, "xb") as handle:
+            response_bundle.copy_output(answer, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        unsigned = staging / f"{item.id}.unsigned"
+        with open(unsigned, "xb") as handle:
+            request_bundle.copy_payload(item, handle)
+        try:
+            handler_for(item.kind).check(target, unsigned, public.certificate, item.release_options)
+        except BundleError as exc:
+            raise BundleError(
+                f"the signed {item.kind} of item {item.id} ({item.name}): {exc}; nothing was written"
+            ) from exc
+        except SealgateError as exc:
+            raise BundleError(
+                f"the signed {item.kind} of item {item.id} ({item.name}) is refused: {exc}; nothing was written"
+            ) from exc
+        unsigned.unlink()
+        return target
     if item.kind == "ota":
         with open(target, "xb") as handle:
             response_bundle.copy_output(answer, handle)
@@ -1006,7 +1128,7 @@ def _stage(
         unsigned = staging / f"{item.id}.unsigned"
         with open(unsigned, "xb") as handle:
             request_bundle.copy_payload(item, handle)
-        _check_signed_ota(target, unsigned, item, certificate)
+        _check_signed_ota(target, unsigned, item, certificate, answer, staging / f"{item.id}.check")
         unsigned.unlink()
         return target
     if item.kind == "apk":

@@ -1,0 +1,262 @@
+"""Target files through the offline custodian: the bundle kind "target-files".
+
+`sealgate bundle create --target-files target-files.zip releasekey` carries a build's target-files package to the
+offline machine; `sealgate sign` shows what the build declares (fingerprint, build type, the APKs per role, whether
+otacerts and vbmeta will be replaced) and the certificate of every role that will sign, unlocks them all with the
+one passphrase before anything is signed, and runs `release.target_files.sign_target_files` there (its user-build
+gate first), so no release key ever leaves the offline machine. The signing record gets one entry for the item,
+under the item's role; the summary and the response name every role's certificate.
+
+Online, `bundle apply` writes the signed package only if, checked against the exported public keys alone: it holds
+exactly the entries that were sent (META/vbmeta_digest.txt may go), every APK apkcerts.txt maps to a role verifies
+(sealgate's APK verifier, Android's rules) with exactly that role's certificate and PRESIGNED ones are byte for byte
+the ones sent, every otacerts.zip holds only the ota role's certificate, IMAGES/vbmeta.img verifies with the avb
+role's key (libavb's rules) with the rollback index asked for, and SYSTEM/build.prop says release-keys.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import shutil
+import tempfile
+import zipfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from asn1crypto import pem
+
+from sealgate.apk.certificate import Certificate
+from sealgate.custody.kinds import ArtifactPlan, register_handler
+from sealgate.errors import ReleaseError, SealgateError, UnreleasableBuildError
+from sealgate.release.apkcerts import (
+    DEFAULT_DEV_KEY_DIRECTORY,
+    ApkCert,
+    KeyMap,
+    compressed_extension,
+    parse_apkcerts,
+)
+from sealgate.release.build_props import is_build_prop_file, parse_props, release_refusals
+from sealgate.release.misc_info import parse_misc_info
+from sealgate.release.otacerts import is_otacerts
+from sealgate.release.target_files import APKCERTS, MISC_INFO, OTA_ROLE, VBMETA_DIGEST, sign_target_files
+from sealgate.release.verified_boot import AVB_ROLE, VBMETA
+from sealgate.signing import Signer
+from sealgate.ziparchive import ZipArchive
+
+KIND = "target-files"
+ALGORITHM = "release-target-files"
+_MAX_TEXT = 16 * 1024 * 1024
+
+
+class TargetFilesHandler:
+    """custody.kinds.ArtifactHandler for target-files packages."""
+
+    algorithm = ALGORITHM
+
+    def check_request(self, path: Path, options: Mapping[str, Any]) -> None:
+        with _open(path) as archive:
+            if archive.entry(APKCERTS) is None:
+                raise ReleaseError(f"{path} has no {APKCERTS}: it is not a target-files package")
+
+    def plan(self, path: Path, options: Mapping[str, Any]) -> ArtifactPlan:
+        with _open(path) as archive:
+            names = {entry.name for entry in archive.entries if not entry.is_directory}
+            props = {name: parse_props(_text(archive, name)) for name in sorted(names) if is_build_prop_file(name)}
+            refusals = release_refusals(names, props)
+            if refusals:
+                raise UnreleasableBuildError(refusals)
+            apks = _mapped_apks(archive, names, options)
+        per_role: dict[str, int] = {}
+        for _, role in apks.values():
+            if role is not None:
+                per_role[role] = per_role.get(role, 0) + 1
+        presigned = sum(1 for _, role in apks.values() if role is None)
+        roles = list(per_role)
+        otacerts = sorted(name for name in names if is_otacerts(name))
+        if otacerts and OTA_ROLE not in roles:
+            roles.append(OTA_ROLE)
+        has_vbmeta = VBMETA in names
+        if has_vbmeta and AVB_ROLE not in roles:
+            roles.append(AVB_ROLE)
+        system = props.get("SYSTEM/build.prop", {})
+        fingerprint = system.get("ro.build.fingerprint", "?")
+        lines = [
+            f"build      {fingerprint}",
+            f"           {system.get('ro.build.type', '?')} build, tags {system.get('ro.build.tags', '?')}",
+            "APKs       "
+            + (", ".join(f"{count} with {role}" for role, count in per_role.items()) or "none to sign")
+            + (f"; {presigned} PRESIGNED, kept" if presigned else ""),
+            f"otacerts   {len(otacerts)} replaced by the {OTA_ROLE} certificate" if otacerts else "otacerts   none",
+            f"vbmeta     re-signed with {AVB_ROLE}" + _rollback_text(options) if has_vbmeta else "vbmeta     none",
+        ]
+        facts = {"fingerprint": fingerprint, "apks": per_role, "presigned": presigned, "otacerts": otacerts,
+                 "vbmeta": has_vbmeta}  # fmt: skip
+        return ArtifactPlan(tuple(roles), tuple(lines), facts)
+
+    def sign(self, source: Path, output: Path, signers: Mapping[str, Signer], options: Mapping[str, Any]) -> None:
+        keys = KeyMap(dict(signers), dict(options.get("key_map", {})))
+        sign_target_files(source, output, keys, rollback_index=options.get("rollback_index"))
+
+    def check(
+        self, signed: Path, unsigned: Path, certificate: Callable[[str], Certificate], options: Mapping[str, Any]
+    ) -> None:
+        with _open(unsigned) as sent, _open(signed) as came:
+            sent_names = {entry.name for entry in sent.entries if not entry.is_directory}
+            came_names = {entry.name for entry in came.entries if not entry.is_directory}
+            if came_names != sent_names - {VBMETA_DIGEST} and came_names != sent_names:
+                different = sorted(came_names ^ sent_names)[:5]
+                raise ReleaseError(f"its entries are not the ones that were sent: {', '.join(different)}")
+            apks = _mapped_apks(sent, sent_names, options)
+            with tempfile.TemporaryDirectory(prefix=".sealgate-check-", dir=signed.parent) as work:
+                for name, (cert, role) in apks.items():
+                    if role is None:
+                        if _digest(sent, name) != _digest(came, name):
+                            raise ReleaseError(f"{name} is {cert.certificate} but is not the APK that was sent")
+                        continue
+                    _check_apk(came, name, certificate(role), role, Path(work))
+            ota = certificate(OTA_ROLE) if any(is_otacerts(name) for name in came_names) else None
+            for name in sorted(came_names):
+                if is_otacerts(name):
+                    assert ota is not None
+                    _check_otacerts(came, name, ota)
+            if VBMETA in came_names:
+                _check_vbmeta(_read(came, VBMETA), certificate(AVB_ROLE), options.get("rollback_index"))
+            tags = parse_props(_text(came, "SYSTEM/build.prop")).get("ro.build.tags") if (
+                "SYSTEM/build.prop" in came_names
+            ) else "release-keys"  # fmt: skip
+            if tags != "release-keys":
+                raise ReleaseError(f"SYSTEM/build.prop says ro.build.tags={tags}, not release-keys")
+
+
+def _rollback_text(options: Mapping[str, Any]) -> str:
+    index = options.get("rollback_index")
+    return "" if index is None else f", rollback index {index}"
+
+
+def _mapped_apks(
+    archive: ZipArchive, names: set[str], options: Mapping[str, Any]
+) -> dict[str, tuple[ApkCert, str | None]]:
+    """Every APK entry -> (its apkcerts line, the role that signs it or None for PRESIGNED); ReleaseError naming
+    what apkcerts.txt does not list or no role maps, as sign_target_files would refuse it."""
+    certs = parse_apkcerts(_text(archive, APKCERTS))
+    misc_info = parse_misc_info(_text(archive, MISC_INFO)) if MISC_INFO in names else {}
+    dev_keys = os.path.dirname(misc_info.get("default_system_dev_certificate", "")) or DEFAULT_DEV_KEY_DIRECTORY
+    installed = {os.path.basename(name) for name in names}
+    extension = compressed_extension(certs, installed)
+    keys = KeyMap({}, dict(options.get("key_map", {})))
+    result: dict[str, tuple[ApkCert, str | None]] = {}
+    problems = []
+    for name in sorted(names):
+        gzipped = extension is not None and name.endswith(".apk" + extension)
+        if not (name.endswith(".apk") or gzipped):
+            continue
+        base = os.path.basename(name)
+        if gzipped and extension is not None:
+            base = base[: -len(extension)]
+        cert = certs.get(base)
+        if cert is None:
+            problems.append(f"{name} is not in {APKCERTS}")
+            continue
+        if cert.presigned:
+            result[name] = (cert, None)
+            continue
+        role = keys.role_of(cert.certificate, dev_keys)
+        if role is None:
+            problems.append(f"{name}'s certificate {cert.certificate} maps to no role (give a key_map)")
+            continue
+        result[name] = (cert, role)
+    if problems:
+        raise ReleaseError("; ".join(problems[:5]))
+    return result
+
+
+def _check_apk(archive: ZipArchive, name: str, expected: Certificate, role: str, work: Path) -> None:
+    from sealgate.apk.verifier import verify_apk
+
+    path = work / "check.apk"
+    entry = archive.entry(name)
+    assert entry is not None
+    with open(path, "wb") as handle:
+        if name.endswith(".gz"):
+            with gzip.open(io.BytesIO(_read(archive, name))) as inflated:
+                shutil.copyfileobj(inflated, handle)
+        else:
+            for chunk in archive.iter_data(entry, max_size=2**34):
+                handle.write(chunk)
+    try:
+        report = verify_apk(path)
+    except SealgateError as exc:
+        raise ReleaseError(f"{name} is malformed: {exc}") from exc
+    if not report.verified:
+        problems = "; ".join(issue.message for issue in report.errors[:3])
+        raise ReleaseError(f"{name} does not verify: {problems}")
+    if [signer.sha256 for signer in report.signers] != [expected.sha256]:
+        found = ", ".join(signer.sha256 for signer in report.signers)
+        raise ReleaseError(f"{name} is signed by {found}, not the {role} certificate {expected.sha256}")
+
+
+def _check_otacerts(archive: ZipArchive, name: str, ota: Certificate) -> None:
+    try:
+        with zipfile.ZipFile(io.BytesIO(_read(archive, name))) as inner:
+            members = [inner.read(member) for member in inner.namelist()]
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ReleaseError(f"{name} is not a ZIP archive: {exc}") from exc
+    found = []
+    for data in members:
+        if pem.detect(data):
+            _, _, data = pem.unarmor(data)
+        try:
+            found.append(Certificate.from_der(data).sha256)
+        except SealgateError:
+            found.append("(not a certificate)")
+    if found != [ota.sha256]:
+        raise ReleaseError(f"{name} holds {', '.join(found) or 'nothing'}, not only the ota certificate {ota.sha256}")
+
+
+def _check_vbmeta(data: bytes, avb: Certificate, rollback_index: int | None) -> None:
+    from sealgate.avb.vbmeta import read_vbmeta, verify_vbmeta
+
+    try:
+        verdict = verify_vbmeta(data, [avb.public_key()])
+        image = read_vbmeta(data)
+    except SealgateError as exc:
+        raise ReleaseError(f"{VBMETA} is malformed: {exc}") from exc
+    if not verdict.verified:
+        raise ReleaseError(f"{VBMETA} does not verify with the avb key ({verdict.status})")
+    if rollback_index is not None and image.rollback_index != rollback_index:
+        raise ReleaseError(f"{VBMETA} has rollback index {image.rollback_index}, not the {rollback_index} asked for")
+
+
+def _open(path: Path) -> ZipArchive:
+    try:
+        return ZipArchive.open(path, strict=True)
+    except SealgateError as exc:
+        raise ReleaseError(f"{path} is not a target-files package: {exc}") from exc
+
+
+def _read(archive: ZipArchive, name: str) -> bytes:
+    entry = archive.entry(name)
+    if entry is None:
+        raise ReleaseError(f"the package has no {name}")
+    return archive.read(entry, max_size=_MAX_TEXT)
+
+
+def _text(archive: ZipArchive, name: str) -> str:
+    return _read(archive, name).decode("utf-8", "replace")
+
+
+def _digest(archive: ZipArchive, name: str) -> str:
+    entry = archive.entry(name)
+    if entry is None:
+        return ""
+    hasher = hashlib.sha256()
+    for chunk in archive.iter_data(entry, max_size=2**40):
+        hasher.update(chunk)
+    return hasher.hexdigest()
+
+
+register_handler(KIND, TargetFilesHandler())
