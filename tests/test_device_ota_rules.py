@@ -30,6 +30,7 @@ from sealgate.device.ota_rules import (
 )
 from sealgate.device.updater import OtaSetup, Updater
 from sealgate.errors import DeviceError
+from sealgate.ota.payload.properties import PayloadProperties
 
 DEVICE = "sargo"
 FP1 = "google/sargo/sargo:14/AP1A.1/1001:user/release-keys"
@@ -390,7 +391,7 @@ def gate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
 
     monkeypatch.setattr(updater_module, "read_package_metadata", lambda path: behaviour["metadata"])
     monkeypatch.setattr(updater_module, "entry_data_range", lambda path, name: (0, 13))
-    monkeypatch.setattr(updater_module, "_payload_properties", lambda path: (None, {}))
+    monkeypatch.setattr(updater_module, "_payload_properties", lambda path: PayloadProperties(b"", 0, b"", 0))
     monkeypatch.setattr(updater_module, "apply_payload", fake_apply)
     return {"phone": tmp_path / "phone", "packages": packages, "behaviour": behaviour, "images": images,
             "written": written}  # fmt: skip
