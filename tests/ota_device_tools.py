@@ -3,7 +3,6 @@ server with Range support and fault injection (truncated responses, corrupted by
 
 from __future__ import annotations
 
-import datetime
 import hashlib
 import http.server
 import re
@@ -13,13 +12,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import NameOID
 
-from sealgate.apk.certificate import Certificate
 from sealgate.signing import PrivateKeySigner
+from signing_tools import certified_signer
 
 
 @dataclass(frozen=True)
@@ -38,20 +35,13 @@ def make_ota_key(directory: Path, label: str, kind: str = "rsa") -> OtaKey:
         if kind == "rsa"
         else ec.generate_private_key(ec.SECP256R1())
     )
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"ota {label}")])
-    now = datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now)
-        .not_valid_after(now + datetime.timedelta(days=3650)).sign(key, hashes.SHA256())
-    )  # fmt: skip
+    signer, certificate = certified_signer(f"ota-{label}", key, f"ota {label}")
     pem = directory / f"{label}.x509.pem"
     pem.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
     pk8 = directory / f"{label}.pk8"
     pk8.write_bytes(key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
                                       serialization.NoEncryption()))  # fmt: skip
-    der = certificate.public_bytes(serialization.Encoding.DER)
-    return OtaKey(PrivateKeySigner(f"ota-{label}", key, Certificate.from_der(der)), pem, pk8)
+    return OtaKey(signer, pem, pk8)
 
 
 def write_images(directory: Path, seed: bytes, sizes: dict[str, int]) -> Path:

@@ -3,19 +3,14 @@ verifier over the signed range, and Debian signapk's output verifies with our ve
 
 from __future__ import annotations
 
-import datetime
 import subprocess
 import zipfile
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import NameOID
 
 from conftest import _in_ci, require_tool
-from sealgate.apk.certificate import Certificate
+from ota_device_tools import make_ota_key
 from sealgate.ota.signer import OTACERT, sign_package, signed_range
 from sealgate.ota.whole_file import load_trusted_keys, verify_package
 from sealgate.signing import PrivateKeySigner
@@ -24,24 +19,8 @@ SIGNAPK = Path("/usr/share/signapk/signapk.jar")
 
 
 def _signer(kind: str, tmp_path: Path) -> tuple[PrivateKeySigner, Path, Path]:
-    key = (
-        rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        if kind == "rsa"
-        else ec.generate_private_key(ec.SECP256R1())
-    )
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"ota test {kind}")])
-    now = datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now)
-        .not_valid_after(now + datetime.timedelta(days=3650)).sign(key, hashes.SHA256())
-    )  # fmt: skip
-    pem, pk8 = tmp_path / f"{kind}.x509.pem", tmp_path / f"{kind}.pk8"
-    pem.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    pk8.write_bytes(key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
-                                      serialization.NoEncryption()))  # fmt: skip
-    der = certificate.public_bytes(serialization.Encoding.DER)
-    return PrivateKeySigner(f"ota-{kind}", key, Certificate.from_der(der)), pem, pk8
+    key = make_ota_key(tmp_path, kind, kind)
+    return key.signer, key.cert_path, key.pk8_path
 
 
 def _package(path: Path) -> Path:
