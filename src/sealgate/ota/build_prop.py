@@ -11,11 +11,11 @@ releasetools' LoadDictionaryFromLines reads them.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from sealgate.errors import OtaFormatError
+from sealgate.ota.small_text import read_small_text
 
 _MAX_SIZE = 4 * 1024 * 1024
 #: ro.product.property_source_order's default, for builds that only define ro.product.<partition>.device.
@@ -36,17 +36,7 @@ class BuildFacts:
 
 def read_build_prop(path: Path) -> dict[str, str]:
     """The properties of a build.prop file; OtaFormatError when it is not readable text."""
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read(_MAX_SIZE + 1)
-    except OSError as exc:
-        raise OtaFormatError(f"cannot read {os.fspath(path)}: {exc.strerror}") from None
-    if len(data) > _MAX_SIZE:
-        raise OtaFormatError(f"{os.fspath(path)} is too large to be a build.prop")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise OtaFormatError(f"{os.fspath(path)} is not a build.prop (not UTF-8 text)") from None
+    _, text = read_small_text(path, limit=_MAX_SIZE, encoding="utf-8", what="a build.prop")
     properties: dict[str, str] = {}
     for line in text.splitlines():
         line = line.strip()

@@ -50,6 +50,7 @@ from sealgate.ota.metadata import (
     parse_property_files,
     read_package_metadata,
 )
+from sealgate.ota.small_text import read_small_text
 from sealgate.ziparchive import METHOD_STORED, ZipArchive, ZipEntry
 
 PAYLOAD = "payload.bin"
@@ -248,17 +249,9 @@ def _parse_payload_header(data: bytes, size: int) -> _PayloadHeader:
 
 
 def _payload_properties(path: Path, metadata: OtaMetadata) -> _Properties:
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read(_MAX_PROPERTIES + 1)
-    except OSError as exc:
-        raise UsageError(f"cannot read {os.fspath(path)}: {exc.strerror}") from None
-    if len(data) > _MAX_PROPERTIES:
-        raise OtaFormatError(f"{os.fspath(path)} is too large to be a {PAYLOAD_PROPERTIES}")
-    try:
-        text = data.decode("ascii")
-    except UnicodeDecodeError:
-        raise OtaFormatError(f"{os.fspath(path)} is not a {PAYLOAD_PROPERTIES} (not ASCII text)") from None
+    data, text = read_small_text(
+        path, limit=_MAX_PROPERTIES, encoding="ascii", what=f"a {PAYLOAD_PROPERTIES}", unreadable=UsageError
+    )
     values: dict[str, str] = {}
     for line in text.splitlines():
         if not line.strip():
