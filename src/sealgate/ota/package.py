@@ -41,12 +41,13 @@ from typing import Any
 from isal import isal_zlib
 
 from sealgate.apk.signing.output import AtomicOutput
-from sealgate.errors import OtaFormatError, SealgateError, UsageError
+from sealgate.errors import OtaFormatError, UsageError
 from sealgate.ota.metadata import (
     METADATA_NAME,
     METADATA_PROTO_NAME,
     OtaMetadata,
     PropertyToken,
+    open_package,
     parse_property_files,
     read_package_metadata,
 )
@@ -148,13 +149,7 @@ def build_ab_package(
 
 def entry_data_range(path: Path, name: str) -> tuple[int, int]:
     """(offset, size) of STORED entry `name`'s data in the package, as update_engine streams payload.bin."""
-    try:
-        archive = ZipArchive.open(path)
-    except SealgateError as exc:
-        raise OtaFormatError(f"{os.fspath(path)} is not a ZIP archive: {exc}") from None
-    with archive:
-        if archive.violations:
-            raise OtaFormatError(f"{os.fspath(path)}: {archive.violations[0].message}")
+    with open_package(path) as archive:
         entry = archive.entry(name)
         if entry is None:
             raise OtaFormatError(f"{os.fspath(path)} has no entry {name!r}")
