@@ -12,11 +12,27 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from conftest import _in_ci, require_tool
 from sealgate.signing import PrivateKeySigner
 from signing_tools import certified_signer
+
+#: Debian's build of AOSP's signapk (package signapk), the peer that signs OTA packages as releasetools does.
+SIGNAPK = Path("/usr/share/signapk/signapk.jar")
+
+
+def require_signapk() -> list[str]:
+    """The command that runs signapk (`java -jar signapk.jar`); skips (or fails under CI) when it is missing."""
+    java = require_tool("java")
+    if not SIGNAPK.is_file():
+        message = f"{SIGNAPK} is missing (.ci/run installs the Debian package signapk)"
+        if _in_ci():
+            pytest.fail(message)
+        pytest.skip(message)
+    return [java, "-jar", str(SIGNAPK)]
 
 
 @dataclass(frozen=True)

@@ -9,13 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import _in_ci, require_tool
-from ota_device_tools import make_ota_key
+from conftest import require_tool
+from ota_device_tools import make_ota_key, require_signapk
 from sealgate.ota.signer import OTACERT, sign_package, signed_range
 from sealgate.ota.whole_file import load_trusted_keys, verify_package
 from sealgate.signing import PrivateKeySigner
-
-SIGNAPK = Path("/usr/share/signapk/signapk.jar")
 
 
 def _signer(kind: str, tmp_path: Path) -> tuple[PrivateKeySigner, Path, Path]:
@@ -66,16 +64,11 @@ def test_signed_package_verifies_with_recovery_rules_and_openssl(tmp_path: Path,
 
 
 def test_signapk_signed_package_verifies_with_our_verifier(tmp_path: Path) -> None:
-    java = require_tool("java")
-    if not SIGNAPK.is_file():
-        message = f"{SIGNAPK} is missing (.ci/run installs the Debian package signapk)"
-        if _in_ci():
-            pytest.fail(message)
-        pytest.skip(message)
+    signapk = require_signapk()
     _, pem, pk8 = _signer("rsa", tmp_path)
     unsigned = _package(tmp_path / "unsigned.zip")
     signed = tmp_path / "by-signapk.zip"
-    subprocess.run([java, "-jar", str(SIGNAPK), "-w", str(pem), str(pk8), str(unsigned), str(signed)], check=True,
+    subprocess.run([*signapk, "-w", str(pem), str(pk8), str(unsigned), str(signed)], check=True,
                    capture_output=True)  # fmt: skip
     result = verify_package(signed, load_trusted_keys([pem]))
     assert result.verified, [issue.message for issue in result.errors]
