@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import re
+import subprocess
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from conftest import _in_ci, require_tool
+from sealgate.ota.signer import signed_range
 from sealgate.signing import PrivateKeySigner
 from signing_tools import certified_signer
 
@@ -33,6 +35,21 @@ def require_signapk() -> list[str]:
             pytest.fail(message)
         pytest.skip(message)
     return [java, "-jar", str(SIGNAPK)]
+
+
+def openssl_cms_verify(signed: Path, certificate: Path, work: Path) -> subprocess.CompletedProcess[str]:
+    """OpenSSL's CMS verifier over a whole-file signed package's signed range, with `certificate` as the only trust
+    anchor (an independent check of what recovery's rules accept); the signature and content go to `work`."""
+    openssl = require_tool("openssl")
+    data = signed.read_bytes()
+    signature_start = data[-6] | data[-5] << 8
+    (work / "content").write_bytes(signed_range(signed))
+    (work / "sig.der").write_bytes(data[len(data) - signature_start : len(data) - 6])
+    return subprocess.run(
+        [openssl, "cms", "-verify", "-binary", "-inform", "DER", "-in", str(work / "sig.der"), "-content",
+         str(work / "content"), "-CAfile", str(certificate), "-purpose", "any", "-out", "/dev/null"],
+        capture_output=True, text=True,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)

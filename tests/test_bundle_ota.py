@@ -10,18 +10,17 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import zipfile
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from conftest import require_tool
+from ota_device_tools import openssl_cms_verify
 from sealgate.cli.main import main
 from sealgate.custody.bundle import ItemSpec, SigningResponse, create_request, open_request, open_response
 from sealgate.errors import BundleError
-from sealgate.ota.signer import OTACERT, signed_range
+from sealgate.ota.signer import OTACERT
 from sealgate.signing import SigningAlgorithm
 from test_bundle import (
     PASSPHRASE,
@@ -114,16 +113,7 @@ def test_ota_round_trip(machines: Machines, tmp_path: Path, capsys: pytest.Captu
     verdict = json.loads(capsys.readouterr().out)
     assert verdict["verified"] and verdict["signer"]["sha256"] == _certificate_sha256(m, "ota")
     # OpenSSL's CMS verifier over the signed range, with the certificate as the only trust anchor.
-    openssl = require_tool("openssl")
-    data = signed.read_bytes()
-    start = data[-6] | data[-5] << 8
-    (tmp_path / "content").write_bytes(signed_range(signed))
-    (tmp_path / "sig.der").write_bytes(data[len(data) - start : len(data) - 6])
-    check = subprocess.run(
-        [openssl, "cms", "-verify", "-binary", "-inform", "DER", "-in", str(tmp_path / "sig.der"), "-content",
-         str(tmp_path / "content"), "-CAfile", str(certificate), "-purpose", "any", "-out", "/dev/null"],
-        capture_output=True, text=True,
-    )  # fmt: skip
+    check = openssl_cms_verify(signed, certificate, tmp_path)
     assert check.returncode == 0, check.stderr
     # The same entries as the package sent, plus the certificate recovery shows.
     sent, back = _entries(package), _entries(signed)

@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import require_tool
-from ota_device_tools import make_ota_key, require_signapk
-from sealgate.ota.signer import OTACERT, sign_package, signed_range
+from ota_device_tools import make_ota_key, openssl_cms_verify, require_signapk
+from sealgate.ota.signer import OTACERT, sign_package
 from sealgate.ota.whole_file import load_trusted_keys, verify_package
 from sealgate.signing import PrivateKeySigner
 
@@ -47,14 +46,7 @@ def test_signed_package_verifies_with_recovery_rules_and_openssl(tmp_path: Path,
     comment_size = data[-2] | data[-1] << 8
     signature_start = data[-6] | data[-5] << 8
     assert data[len(data) - comment_size : len(data) - signature_start] == b"signed by SignApk\x00"
-    openssl = require_tool("openssl")
-    (tmp_path / "content").write_bytes(signed_range(signed))
-    (tmp_path / "sig.der").write_bytes(data[len(data) - signature_start : len(data) - 6])
-    check = subprocess.run(
-        [openssl, "cms", "-verify", "-binary", "-inform", "DER", "-in", str(tmp_path / "sig.der"), "-content",
-         str(tmp_path / "content"), "-CAfile", str(pem), "-purpose", "any", "-out", "/dev/null"],
-        capture_output=True, text=True,
-    )  # fmt: skip
+    check = openssl_cms_verify(signed, pem, tmp_path)
     assert check.returncode == 0, check.stderr
     # One changed byte anywhere in the signed range, and recovery's rules refuse it.
     damaged = bytearray(data)
