@@ -9,7 +9,6 @@ another key, a swapped package, a replayed response, a lie about the hash) is re
 from __future__ import annotations
 
 import json
-import shutil
 import zipfile
 from dataclasses import replace
 from pathlib import Path
@@ -36,6 +35,7 @@ from test_bundle import (
     _rechain,
     _rewrite_response,
     _sign,
+    _two_machines,
 )
 
 METADATA = "ota-type=AB\npost-build=acme/sargo/sargo:14/R1/42:user/release-keys\npost-security-patch-level=2024-03-05\npost-timestamp=1709600000\npre-device=sargo\n"  # noqa: E501
@@ -53,13 +53,7 @@ def keystores(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Pat
 def machines(tmp_path: Path, keystores: tuple[Path, Path, Path], monkeypatch: pytest.MonkeyPatch) -> Machines:
     """test_bundle.py's two machines, with an APK stand-in (never signed here) instead of its vectors."""
     monkeypatch.setenv("SEALGATE_PASSPHRASE", PASSPHRASE)
-    online, offline = tmp_path / "online", tmp_path / "offline"
-    online.mkdir()
-    offline.mkdir()
-    keystore, other, public = keystores
-    shutil.copytree(keystore, offline / "keystore")
-    shutil.copytree(other, offline / "other-keystore")
-    shutil.copytree(public, online / "public")
+    online, offline = _two_machines(tmp_path, keystores)
     apk = online / "App.apk"
     with zipfile.ZipFile(apk, "w") as archive:
         archive.writestr("AndroidManifest.xml", b"not used")
