@@ -37,13 +37,20 @@ class BuildFacts:
 def read_build_prop(path: Path) -> dict[str, str]:
     """The properties of a build.prop file; OtaFormatError when it is not readable text."""
     _, text = read_small_text(path, limit=_MAX_SIZE, encoding="utf-8", what="a build.prop")
+    return parse_prop_lines(text)
+
+
+def parse_prop_lines(text: str, *, strip_parts: bool = True) -> dict[str, str]:
+    """`key=value` lines as releasetools' LoadDictionaryFromLines reads them: split on newlines, each line trimmed,
+    blank lines, '#' comments and lines without '=' skipped, the last definition wins. `strip_parts` also trims the
+    key and the value around the '=' (how build.prop is read); misc_info.txt keeps them as LoadDictionaryFromLines
+    does."""
     properties: dict[str, str] = {}
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, _, value = line.partition("=")
-        properties[key.strip()] = value.strip()
+    for raw in text.split("\n"):
+        line = raw.strip()
+        if line and not line.startswith("#") and "=" in line:
+            key, value = line.split("=", 1)
+            properties[key.strip() if strip_parts else key] = value.strip() if strip_parts else value
     return properties
 
 
