@@ -3,23 +3,53 @@ server with Range support and fault injection (truncated responses, corrupted by
 
 from __future__ import annotations
 
-import datetime
 import hashlib
 import http.server
 import re
+import subprocess
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+import pytest
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import NameOID
 
-from sealgate.apk.certificate import Certificate
+from conftest import _in_ci, require_tool
+from sealgate.ota.signer import signed_range
 from sealgate.signing import PrivateKeySigner
+from signing_tools import certified_signer
+
+#: Debian's build of AOSP's signapk (package signapk), the peer that signs OTA packages as releasetools does.
+SIGNAPK = Path("/usr/share/signapk/signapk.jar")
+
+
+def require_signapk() -> list[str]:
+    """The command that runs signapk (`java -jar signapk.jar`); skips (or fails under CI) when it is missing."""
+    java = require_tool("java")
+    if not SIGNAPK.is_file():
+        message = f"{SIGNAPK} is missing (.ci/run installs the Debian package signapk)"
+        if _in_ci():
+            pytest.fail(message)
+        pytest.skip(message)
+    return [java, "-jar", str(SIGNAPK)]
+
+
+def openssl_cms_verify(signed: Path, certificate: Path, work: Path) -> subprocess.CompletedProcess[str]:
+    """OpenSSL's CMS verifier over a whole-file signed package's signed range, with `certificate` as the only trust
+    anchor (an independent check of what recovery's rules accept); the signature and content go to `work`."""
+    openssl = require_tool("openssl")
+    data = signed.read_bytes()
+    signature_start = data[-6] | data[-5] << 8
+    (work / "content").write_bytes(signed_range(signed))
+    (work / "sig.der").write_bytes(data[len(data) - signature_start : len(data) - 6])
+    return subprocess.run(
+        [openssl, "cms", "-verify", "-binary", "-inform", "DER", "-in", str(work / "sig.der"), "-content",
+         str(work / "content"), "-CAfile", str(certificate), "-purpose", "any", "-out", "/dev/null"],
+        capture_output=True, text=True,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -38,20 +68,13 @@ def make_ota_key(directory: Path, label: str, kind: str = "rsa") -> OtaKey:
         if kind == "rsa"
         else ec.generate_private_key(ec.SECP256R1())
     )
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"ota {label}")])
-    now = datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now)
-        .not_valid_after(now + datetime.timedelta(days=3650)).sign(key, hashes.SHA256())
-    )  # fmt: skip
+    signer, certificate = certified_signer(f"ota-{label}", key, f"ota {label}")
     pem = directory / f"{label}.x509.pem"
     pem.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
     pk8 = directory / f"{label}.pk8"
     pk8.write_bytes(key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
                                       serialization.NoEncryption()))  # fmt: skip
-    der = certificate.public_bytes(serialization.Encoding.DER)
-    return OtaKey(PrivateKeySigner(f"ota-{label}", key, Certificate.from_der(der)), pem, pk8)
+    return OtaKey(signer, pem, pk8)
 
 
 def write_images(directory: Path, seed: bytes, sizes: dict[str, int]) -> Path:

@@ -4,19 +4,16 @@ protobuf walk, not our reader), so the tests do not check our code with itself."
 
 from __future__ import annotations
 
-import datetime
 import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import NameOID
 
-from sealgate.apk.certificate import Certificate
 from sealgate.signing import PrivateKeySigner
+from signing_tools import certified_signer
 
 BLOCK = 4096
 
@@ -35,21 +32,14 @@ def make_key(tmp_path: Path, kind: str = "rsa", name: str = "ota") -> PayloadKey
         if kind.startswith("rsa")
         else ec.generate_private_key(ec.SECP256R1())
     )
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"payload test {name} {kind}")])
-    now = datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now)
-        .not_valid_after(now + datetime.timedelta(days=3650)).sign(key, hashes.SHA256())
-    )  # fmt: skip
+    signer, certificate = certified_signer(name, key, f"payload test {name} {kind}")
     cert_pem, key_pem, pub_pem = (tmp_path / f"{name}-{kind}.{suffix}" for suffix in ("x509.pem", "key.pem", "pub.pem"))
     cert_pem.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
     key_pem.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                           serialization.NoEncryption()))  # fmt: skip
     pub_pem.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
                                                       serialization.PublicFormat.SubjectPublicKeyInfo))  # fmt: skip
-    der = certificate.public_bytes(serialization.Encoding.DER)
-    return PayloadKey(PrivateKeySigner(name, key, Certificate.from_der(der)), cert_pem, key_pem, pub_pem)
+    return PayloadKey(signer, cert_pem, key_pem, pub_pem)
 
 
 def make_images(directory: Path, seed: int = 1) -> dict[str, Path]:

@@ -7,21 +7,16 @@ an otacerts.zip holding the test key's certificate.
 
 from __future__ import annotations
 
-import datetime
 import io
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 
-from sealgate.apk.certificate import Certificate
 from sealgate.signing import PrivateKeySigner
-from signing_tools import SignerKey, apksigner_sign, make_key, unsigned_apk
+from signing_tools import SignerKey, apksigner_sign, certified_signer, make_key, unsigned_apk
 
 DEV_KEYS = "build/make/target/product/security"
 WIFI_CERT = "packages/modules/Wifi/service/resources-certs/com.android.wifi.resources"
@@ -74,15 +69,7 @@ PRODUCT_BUILD_PROP = "ro.product.build.fingerprint=google/oriole/oriole:14/AP2A/
 def role_signer(name: str) -> PrivateKeySigner:
     """A release key for `name`: RSA 2048 with a sha256WithRSA certificate (recovery loads it for OTA)."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"sealgate release test {name}")])
-    now = datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now)
-        .not_valid_after(now + datetime.timedelta(days=3650)).sign(key, hashes.SHA256())
-    )  # fmt: skip
-    der = certificate.public_bytes(serialization.Encoding.DER)
-    return PrivateKeySigner(name, key, Certificate.from_der(der))
+    return certified_signer(name, key, f"sealgate release test {name}")[0]
 
 
 @dataclass

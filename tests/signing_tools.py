@@ -25,6 +25,9 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from cryptography.x509.oid import NameOID
 
+from sealgate.apk.certificate import Certificate
+from sealgate.signing import PrivateKeySigner
+
 #: Key types apksigner can sign with, named like the apksig test keys (rsa-2048, ec-p256, dsa-1024).
 KEY_TYPES = ("rsa-1024", "rsa-2048", "rsa-3072", "rsa-4096", "ec-p256", "ec-p384", "ec-p521", "dsa-1024", "dsa-2048")
 
@@ -77,6 +80,23 @@ def _self_signed(key: CertificateIssuerPrivateKeyTypes, common_name: str) -> x50
         .not_valid_after(now + datetime.timedelta(days=3650))
         .sign(key, digest or hashes.SHA256())
     )
+
+
+def certified_signer(
+    name: str, key: CertificateIssuerPrivateKeyTypes, common_name: str
+) -> tuple[PrivateKeySigner, x509.Certificate]:
+    """A PrivateKeySigner called `name` for `key`, with a self-signed sha256 certificate for CN=`common_name` valid
+    for ten years from 2024-01-01 (fixed, so no test depends on the clock): what the OTA, AVB and release tests sign
+    with. apksigner's keys come from make_key instead."""
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    start = datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(start)
+        .not_valid_after(start + datetime.timedelta(days=3650)).sign(key, hashes.SHA256())
+    )  # fmt: skip
+    der = certificate.public_bytes(serialization.Encoding.DER)
+    return PrivateKeySigner(name, key, Certificate.from_der(der)), certificate
 
 
 def make_key(directory: Path, key_type: str, label: str = "") -> SignerKey:

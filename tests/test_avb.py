@@ -8,7 +8,6 @@ tool to run; the hand-packed images stand in for avbtool's output.
 
 from __future__ import annotations
 
-import datetime
 import hashlib
 import random
 import struct
@@ -20,10 +19,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
-from cryptography.x509.oid import NameOID
 
 from conftest import require_tool
-from sealgate.apk.certificate import Certificate
 from sealgate.avb.descriptors import (
     ChainPartitionDescriptor,
     Descriptor,
@@ -45,6 +42,7 @@ from sealgate.avb.vbmeta import (
 )
 from sealgate.errors import AvbFormatError, UsageError
 from sealgate.signing import PrivateKeySigner
+from signing_tools import certified_signer
 
 
 @pytest.fixture(scope="module")
@@ -57,14 +55,7 @@ def keys() -> dict[str, rsa.RSAPrivateKey]:
 
 
 def _signer(key: rsa.RSAPrivateKey, name: str = "avb") -> PrivateKeySigner:
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"avb test {name}")])
-    now = datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now)
-        .not_valid_after(now + datetime.timedelta(days=3650)).sign(key, hashes.SHA256())
-    )  # fmt: skip
-    return PrivateKeySigner(name, key, Certificate.from_der(certificate.public_bytes(serialization.Encoding.DER)))
+    return certified_signer(name, key, f"avb test {name}")[0]
 
 
 def _descriptors() -> list[Descriptor]:

@@ -82,9 +82,8 @@ def keystores(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Pat
     return base / "keystore", base / "other-keystore", base / "public"
 
 
-@pytest.fixture
-def machines(tmp_path: Path, keystores: tuple[Path, Path, Path]) -> Machines:
-    vectors = vectors_path("apksig", "files")
+def _two_machines(tmp_path: Path, keystores: tuple[Path, Path, Path]) -> tuple[Path, Path]:
+    """The online and offline machines' folders: both keystores on the offline one, the public certificates online."""
     online, offline = tmp_path / "online", tmp_path / "offline"
     online.mkdir()
     offline.mkdir()
@@ -92,6 +91,13 @@ def machines(tmp_path: Path, keystores: tuple[Path, Path, Path]) -> Machines:
     shutil.copytree(keystore, offline / "keystore")
     shutil.copytree(other, offline / "other-keystore")
     shutil.copytree(public, online / "public")
+    return online, offline
+
+
+@pytest.fixture
+def machines(tmp_path: Path, keystores: tuple[Path, Path, Path]) -> Machines:
+    vectors = vectors_path("apksig", "files")
+    online, offline = _two_machines(tmp_path, keystores)
     apk = online / "App.apk"
     shutil.copyfile(vectors / "golden-aligned-in.apk", apk)
     other_apk = online / "Other.apk"

@@ -9,19 +9,17 @@ another key, a swapped package, a replayed response, a lie about the hash) is re
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 import zipfile
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from conftest import require_tool
+from ota_device_tools import openssl_cms_verify
 from sealgate.cli.main import main
 from sealgate.custody.bundle import ItemSpec, SigningResponse, create_request, open_request, open_response
 from sealgate.errors import BundleError
-from sealgate.ota.signer import OTACERT, signed_range
+from sealgate.ota.signer import OTACERT
 from sealgate.signing import SigningAlgorithm
 from test_bundle import (
     PASSPHRASE,
@@ -37,6 +35,7 @@ from test_bundle import (
     _rechain,
     _rewrite_response,
     _sign,
+    _two_machines,
 )
 
 METADATA = "ota-type=AB\npost-build=acme/sargo/sargo:14/R1/42:user/release-keys\npost-security-patch-level=2024-03-05\npost-timestamp=1709600000\npre-device=sargo\n"  # noqa: E501
@@ -54,13 +53,7 @@ def keystores(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Pat
 def machines(tmp_path: Path, keystores: tuple[Path, Path, Path], monkeypatch: pytest.MonkeyPatch) -> Machines:
     """test_bundle.py's two machines, with an APK stand-in (never signed here) instead of its vectors."""
     monkeypatch.setenv("SEALGATE_PASSPHRASE", PASSPHRASE)
-    online, offline = tmp_path / "online", tmp_path / "offline"
-    online.mkdir()
-    offline.mkdir()
-    keystore, other, public = keystores
-    shutil.copytree(keystore, offline / "keystore")
-    shutil.copytree(other, offline / "other-keystore")
-    shutil.copytree(public, online / "public")
+    online, offline = _two_machines(tmp_path, keystores)
     apk = online / "App.apk"
     with zipfile.ZipFile(apk, "w") as archive:
         archive.writestr("AndroidManifest.xml", b"not used")
@@ -114,16 +107,7 @@ def test_ota_round_trip(machines: Machines, tmp_path: Path, capsys: pytest.Captu
     verdict = json.loads(capsys.readouterr().out)
     assert verdict["verified"] and verdict["signer"]["sha256"] == _certificate_sha256(m, "ota")
     # OpenSSL's CMS verifier over the signed range, with the certificate as the only trust anchor.
-    openssl = require_tool("openssl")
-    data = signed.read_bytes()
-    start = data[-6] | data[-5] << 8
-    (tmp_path / "content").write_bytes(signed_range(signed))
-    (tmp_path / "sig.der").write_bytes(data[len(data) - start : len(data) - 6])
-    check = subprocess.run(
-        [openssl, "cms", "-verify", "-binary", "-inform", "DER", "-in", str(tmp_path / "sig.der"), "-content",
-         str(tmp_path / "content"), "-CAfile", str(certificate), "-purpose", "any", "-out", "/dev/null"],
-        capture_output=True, text=True,
-    )  # fmt: skip
+    check = openssl_cms_verify(signed, certificate, tmp_path)
     assert check.returncode == 0, check.stderr
     # The same entries as the package sent, plus the certificate recovery shows.
     sent, back = _entries(package), _entries(signed)

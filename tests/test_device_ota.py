@@ -16,8 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import _in_ci, require_tool
-from ota_device_tools import OtaKey, RangeServer, make_ota_key, range_server, snapshot, write_images
+from ota_device_tools import OtaKey, RangeServer, make_ota_key, range_server, require_signapk, snapshot, write_images
 from sealgate.avb.vbmeta import build_vbmeta
 from sealgate.cli.main import main
 from sealgate.device import Device
@@ -30,7 +29,6 @@ from sealgate.ota.payload.writer import write_delta_payload, write_full_payload
 from sealgate.ota.signer import sign_package
 
 DEVICE = "sargo"
-SIGNAPK = Path("/usr/share/signapk/signapk.jar")
 SAMPLE_APK = Path(__file__).resolve().parent.parent / "src" / "sealgate" / "samples" / "hello-signed.apk"
 SIZES = {"boot": 3 * 4096, "system": 12 * 4096, "vendor": 5 * 4096}  # whole blocks, as partitions are
 
@@ -440,15 +438,10 @@ def test_a_package_signed_by_debian_signapk_is_applied(
     phone: Path, kit: Kit, packages: dict[str, Path], capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     """`signapk -w` (AOSP's signer, Debian's build) rewrites the archive; the device still finds and applies it."""
-    java = require_tool("java")
-    if not SIGNAPK.is_file():
-        message = f"{SIGNAPK} is missing (.ci/run installs the Debian package signapk)"
-        if _in_ci():
-            pytest.fail(message)
-        pytest.skip(message)
+    signapk = require_signapk()
     signed = tmp_path / "by-signapk.zip"
     unsigned = kit.work / "build" / "full-2" / "unsigned.zip"
-    subprocess.run([java, "-jar", str(SIGNAPK), "-w", str(kit.release.cert_path), str(kit.release.pk8_path),
+    subprocess.run([*signapk, "-w", str(kit.release.cert_path), str(kit.release.pk8_path),
                     str(unsigned), str(signed)], check=True, capture_output=True, timeout=120)  # fmt: skip
     status, document = run(capsys, "apply", str(phone), str(signed))
     assert (status, document["code"]) == (0, "UPDATE"), document

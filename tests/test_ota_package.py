@@ -15,14 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from conftest import _in_ci, require_tool
+from ota_device_tools import require_signapk
 from sealgate.errors import OtaFormatError, UsageError
 from sealgate.ota.info import read_info
 from sealgate.ota.metadata import METADATA_NAME, METADATA_PROTO_NAME, ab_metadata, read_package_metadata
 from sealgate.ota.package import build_ab_package, entry_data_range
 from sealgate.ota.signer import OTACERT, sign_package
 from sealgate.ota.whole_file import load_trusted_keys, verify_package
-from test_ota_sign import SIGNAPK, _signer
+from test_ota_sign import _signer
 
 SEALGATE = [sys.executable, "-c", "import sys; from sealgate.cli.main import main; sys.exit(main())"]
 MANIFEST, SIGNATURE = b"\x08\x02" + b"m" * 98, b"s" * 267
@@ -166,15 +166,11 @@ def test_signapk_moves_entries_so_its_tokens_go_stale(tmp_path: Path) -> None:
     """signapk -w sorts the entries by name and re-aligns STORED data (releasetools signs twice for that reason):
     the metadata entries move to the front, so the offsets computed before signing no longer hold. The package
     still verifies; `ota info` reports the stale tokens."""
-    java = require_tool("java")
-    if not SIGNAPK.is_file():
-        if _in_ci():
-            pytest.fail(f"{SIGNAPK} is missing")
-        pytest.skip(f"{SIGNAPK} is missing (.ci/run installs the Debian package signapk)")
+    signapk = require_signapk()
     out, _ = _build(tmp_path)
     _, pem, pk8 = _signer("rsa", tmp_path)
     signed = tmp_path / "by-signapk.zip"
-    subprocess.run([java, "-jar", str(SIGNAPK), "-w", str(pem), str(pk8), str(out), str(signed)], check=True,
+    subprocess.run([*signapk, "-w", str(pem), str(pk8), str(out), str(signed)], check=True,
                    capture_output=True)  # fmt: skip
     assert verify_package(signed, load_trusted_keys([pem])).verified
     with zipfile.ZipFile(signed) as archive:

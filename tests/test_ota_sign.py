@@ -3,45 +3,21 @@ verifier over the signed range, and Debian signapk's output verifies with our ve
 
 from __future__ import annotations
 
-import datetime
 import subprocess
 import zipfile
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import NameOID
 
-from conftest import _in_ci, require_tool
-from sealgate.apk.certificate import Certificate
-from sealgate.ota.signer import OTACERT, sign_package, signed_range
+from ota_device_tools import make_ota_key, openssl_cms_verify, require_signapk
+from sealgate.ota.signer import OTACERT, sign_package
 from sealgate.ota.whole_file import load_trusted_keys, verify_package
 from sealgate.signing import PrivateKeySigner
 
-SIGNAPK = Path("/usr/share/signapk/signapk.jar")
-
 
 def _signer(kind: str, tmp_path: Path) -> tuple[PrivateKeySigner, Path, Path]:
-    key = (
-        rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        if kind == "rsa"
-        else ec.generate_private_key(ec.SECP256R1())
-    )
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"ota test {kind}")])
-    now = datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now)
-        .not_valid_after(now + datetime.timedelta(days=3650)).sign(key, hashes.SHA256())
-    )  # fmt: skip
-    pem, pk8 = tmp_path / f"{kind}.x509.pem", tmp_path / f"{kind}.pk8"
-    pem.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    pk8.write_bytes(key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
-                                      serialization.NoEncryption()))  # fmt: skip
-    der = certificate.public_bytes(serialization.Encoding.DER)
-    return PrivateKeySigner(f"ota-{kind}", key, Certificate.from_der(der)), pem, pk8
+    key = make_ota_key(tmp_path, kind, kind)
+    return key.signer, key.cert_path, key.pk8_path
 
 
 def _package(path: Path) -> Path:
@@ -70,14 +46,7 @@ def test_signed_package_verifies_with_recovery_rules_and_openssl(tmp_path: Path,
     comment_size = data[-2] | data[-1] << 8
     signature_start = data[-6] | data[-5] << 8
     assert data[len(data) - comment_size : len(data) - signature_start] == b"signed by SignApk\x00"
-    openssl = require_tool("openssl")
-    (tmp_path / "content").write_bytes(signed_range(signed))
-    (tmp_path / "sig.der").write_bytes(data[len(data) - signature_start : len(data) - 6])
-    check = subprocess.run(
-        [openssl, "cms", "-verify", "-binary", "-inform", "DER", "-in", str(tmp_path / "sig.der"), "-content",
-         str(tmp_path / "content"), "-CAfile", str(pem), "-purpose", "any", "-out", "/dev/null"],
-        capture_output=True, text=True,
-    )  # fmt: skip
+    check = openssl_cms_verify(signed, pem, tmp_path)
     assert check.returncode == 0, check.stderr
     # One changed byte anywhere in the signed range, and recovery's rules refuse it.
     damaged = bytearray(data)
@@ -87,16 +56,11 @@ def test_signed_package_verifies_with_recovery_rules_and_openssl(tmp_path: Path,
 
 
 def test_signapk_signed_package_verifies_with_our_verifier(tmp_path: Path) -> None:
-    java = require_tool("java")
-    if not SIGNAPK.is_file():
-        message = f"{SIGNAPK} is missing (.ci/run installs the Debian package signapk)"
-        if _in_ci():
-            pytest.fail(message)
-        pytest.skip(message)
+    signapk = require_signapk()
     _, pem, pk8 = _signer("rsa", tmp_path)
     unsigned = _package(tmp_path / "unsigned.zip")
     signed = tmp_path / "by-signapk.zip"
-    subprocess.run([java, "-jar", str(SIGNAPK), "-w", str(pem), str(pk8), str(unsigned), str(signed)], check=True,
+    subprocess.run([*signapk, "-w", str(pem), str(pk8), str(unsigned), str(signed)], check=True,
                    capture_output=True)  # fmt: skip
     result = verify_package(signed, load_trusted_keys([pem]))
     assert result.verified, [issue.message for issue in result.errors]

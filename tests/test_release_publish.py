@@ -4,7 +4,6 @@ os.stat, http.server + urllib), and every refusal leaves the web root byte-for-b
 from __future__ import annotations
 
 import contextlib
-import datetime
 import functools
 import http.server
 import json
@@ -21,13 +20,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 
 from conftest import require_tool
-from sealgate.apk.certificate import Certificate
+from ota_device_tools import make_ota_key
 from sealgate.cli.main import main
 from sealgate.ota.channel import read_channel
 from sealgate.ota.metadata import ab_metadata
@@ -45,18 +40,8 @@ T1, T2, T3 = 1704400000, 1707100000, 1709600000
 
 
 def _signer(tmp_path: Path, name: str) -> tuple[PrivateKeySigner, Path]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"ota {name}")])
-    now = datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now)
-        .not_valid_after(now + datetime.timedelta(days=3650)).sign(key, hashes.SHA256())
-    )  # fmt: skip
-    pem = tmp_path / f"{name}.x509.pem"
-    pem.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    der = certificate.public_bytes(serialization.Encoding.DER)
-    return PrivateKeySigner(f"ota-{name}", key, Certificate.from_der(der)), pem
+    key = make_ota_key(tmp_path, name)
+    return key.signer, key.cert_path
 
 
 @pytest.fixture(scope="module")

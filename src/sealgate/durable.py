@@ -77,6 +77,22 @@ def replace_file(path: str | os.PathLike[str], data: bytes, *, mode: int = 0o644
     fsync_directory(directory)
 
 
+def sha256_file(path: str | os.PathLike[str]) -> tuple[int, str]:
+    """(size, SHA-256 hex) of a file, read in 1 MiB blocks into one buffer; OSError when it cannot be read.
+
+    The one way publishing services hash what they publish, so a repository and an OTA channel agree on a file.
+    """
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb", buffering=0) as handle:
+        buffer = bytearray(_COPY_BLOCK)
+        view = memoryview(buffer)
+        while count := handle.readinto(buffer):
+            digest.update(view[:count])
+            size += count
+    return size, digest.hexdigest()
+
+
 def copy_checked(source: str | os.PathLike[str], target: str | os.PathLike[str], sha256: str, size: int) -> bool:
     """Copy `source` to `target` (read-only) unless `target` exists; True when copied.
 

@@ -14,6 +14,7 @@ import click
 
 from sealgate.cli.options import JSON_OUTPUT, PASSPHRASE_FD
 from sealgate.cli.ota_payload import payload
+from sealgate.cli.output import echo_signature_verdict
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -73,14 +74,7 @@ def verify_command(files: tuple[Path, ...], certs: tuple[Path, ...], as_json: bo
         result = verify_package(file, keys)
         if not result.verified:
             status = EXIT_FAILED
-        if as_json:
-            click.echo(json.dumps(result.to_json(), ensure_ascii=False))
-        elif result.verified and result.signer is not None:
-            click.echo(f"{file}: verified, signed by {result.signer.sha256} ({result.signer.subject})")
-        else:
-            click.echo(f"{file}: NOT VERIFIED")
-            for issue in result.errors:
-                click.echo(f"  error {issue.code}: {issue.message}")
+        echo_signature_verdict(file, result, as_json)
     return status
 
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import click
 
 from sealgate.cli.options import JSON_OUTPUT, PASSPHRASE_FD
+from sealgate.cli.output import echo_signature_verdict
 from sealgate.errors import PayloadError, UsageError
 
 if TYPE_CHECKING:
@@ -174,14 +175,7 @@ def verify_command(
     keys = _trusted(certs)
     offset, size, embedded = _locate(file, offset, size)
     result = verify_payload(file, keys, offset=offset, size=size, properties=_read_properties(properties) or embedded)
-    if as_json:
-        click.echo(json.dumps(result.to_json(), ensure_ascii=False))
-    elif result.verified and result.signer is not None:
-        click.echo(f"{file}: verified, signed by {result.signer.sha256} ({result.signer.subject})")
-    else:
-        click.echo(f"{file}: NOT VERIFIED")
-        for issue in result.errors:
-            click.echo(f"  error {issue.code}: {issue.message}")
+    echo_signature_verdict(file, result, as_json)
     return EXIT_OK if result.verified else EXIT_FAILED
 
 

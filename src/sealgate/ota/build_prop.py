@@ -11,11 +11,11 @@ releasetools' LoadDictionaryFromLines reads them.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from sealgate.errors import OtaFormatError
+from sealgate.ota.small_text import read_small_text
 
 _MAX_SIZE = 4 * 1024 * 1024
 #: ro.product.property_source_order's default, for builds that only define ro.product.<partition>.device.
@@ -36,24 +36,21 @@ class BuildFacts:
 
 def read_build_prop(path: Path) -> dict[str, str]:
     """The properties of a build.prop file; OtaFormatError when it is not readable text."""
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read(_MAX_SIZE + 1)
-    except OSError as exc:
-        raise OtaFormatError(f"cannot read {os.fspath(path)}: {exc.strerror}") from None
-    if len(data) > _MAX_SIZE:
-        raise OtaFormatError(f"{os.fspath(path)} is too large to be a build.prop")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise OtaFormatError(f"{os.fspath(path)} is not a build.prop (not UTF-8 text)") from None
+    _, text = read_small_text(path, limit=_MAX_SIZE, encoding="utf-8", what="a build.prop")
+    return parse_prop_lines(text)
+
+
+def parse_prop_lines(text: str, *, strip_parts: bool = True) -> dict[str, str]:
+    """`key=value` lines as releasetools' LoadDictionaryFromLines reads them: split on newlines, each line trimmed,
+    blank lines, '#' comments and lines without '=' skipped, the last definition wins. `strip_parts` also trims the
+    key and the value around the '=' (how build.prop is read); misc_info.txt keeps them as LoadDictionaryFromLines
+    does."""
     properties: dict[str, str] = {}
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, _, value = line.partition("=")
-        properties[key.strip()] = value.strip()
+    for raw in text.split("\n"):
+        line = raw.strip()
+        if line and not line.startswith("#") and "=" in line:
+            key, value = line.split("=", 1)
+            properties[key.strip() if strip_parts else key] = value.strip() if strip_parts else value
     return properties
 
 

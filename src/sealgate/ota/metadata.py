@@ -272,20 +272,26 @@ def parse_property_files(value: str, *, key: str = "property files") -> list[Pro
     return tokens
 
 
+def open_package(path: str | os.PathLike[str]) -> ZipArchive:
+    """An OTA package opened for reading; OtaFormatError when it is not a ZIP archive or breaks a rule that
+    libziparchive enforces (duplicate names above all: which entry would a device read?)."""
+    try:
+        archive = ZipArchive.open(path)
+    except SealgateError as exc:
+        raise OtaFormatError(f"{os.fspath(path)} is not a ZIP archive: {exc}") from None
+    if archive.violations:
+        archive.close()
+        raise OtaFormatError(f"{os.fspath(path)}: {archive.violations[0].message}")
+    return archive
+
+
 def read_package_metadata(path: str | os.PathLike[str]) -> OtaMetadata:
     """The package's metadata: metadata.pb when present, else the text file; both present must agree.
 
     "Agree" is releasetools' own relation between the two: the text must be exactly what BuildLegacyOtaMetadata
     derives from the message (values compared trimmed, as every reader trims them).
     """
-    try:
-        archive = ZipArchive.open(path)
-    except SealgateError as exc:
-        raise OtaFormatError(f"{os.fspath(path)} is not a ZIP archive: {exc}") from None
-    with archive:
-        if archive.violations:
-            # libziparchive refuses these (duplicate names above all: which metadata would a device read?).
-            raise OtaFormatError(f"{os.fspath(path)}: {archive.violations[0].message}")
+    with open_package(path) as archive:
         proto_data = _read_entry(archive, METADATA_PROTO_NAME)
         text_data = _read_entry(archive, METADATA_NAME)
     if proto_data is None and text_data is None:

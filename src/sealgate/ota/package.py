@@ -41,15 +41,17 @@ from typing import Any
 from isal import isal_zlib
 
 from sealgate.apk.signing.output import AtomicOutput
-from sealgate.errors import OtaFormatError, SealgateError, UsageError
+from sealgate.errors import OtaFormatError, UsageError
 from sealgate.ota.metadata import (
     METADATA_NAME,
     METADATA_PROTO_NAME,
     OtaMetadata,
     PropertyToken,
+    open_package,
     parse_property_files,
     read_package_metadata,
 )
+from sealgate.ota.small_text import read_small_text
 from sealgate.ziparchive import METHOD_STORED, ZipArchive, ZipEntry
 
 PAYLOAD = "payload.bin"
@@ -147,13 +149,7 @@ def build_ab_package(
 
 def entry_data_range(path: Path, name: str) -> tuple[int, int]:
     """(offset, size) of STORED entry `name`'s data in the package, as update_engine streams payload.bin."""
-    try:
-        archive = ZipArchive.open(path)
-    except SealgateError as exc:
-        raise OtaFormatError(f"{os.fspath(path)} is not a ZIP archive: {exc}") from None
-    with archive:
-        if archive.violations:
-            raise OtaFormatError(f"{os.fspath(path)}: {archive.violations[0].message}")
+    with open_package(path) as archive:
         entry = archive.entry(name)
         if entry is None:
             raise OtaFormatError(f"{os.fspath(path)} has no entry {name!r}")
@@ -248,17 +244,9 @@ def _parse_payload_header(data: bytes, size: int) -> _PayloadHeader:
 
 
 def _payload_properties(path: Path, metadata: OtaMetadata) -> _Properties:
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read(_MAX_PROPERTIES + 1)
-    except OSError as exc:
-        raise UsageError(f"cannot read {os.fspath(path)}: {exc.strerror}") from None
-    if len(data) > _MAX_PROPERTIES:
-        raise OtaFormatError(f"{os.fspath(path)} is too large to be a {PAYLOAD_PROPERTIES}")
-    try:
-        text = data.decode("ascii")
-    except UnicodeDecodeError:
-        raise OtaFormatError(f"{os.fspath(path)} is not a {PAYLOAD_PROPERTIES} (not ASCII text)") from None
+    data, text = read_small_text(
+        path, limit=_MAX_PROPERTIES, encoding="ascii", what=f"a {PAYLOAD_PROPERTIES}", unreadable=UsageError
+    )
     values: dict[str, str] = {}
     for line in text.splitlines():
         if not line.strip():

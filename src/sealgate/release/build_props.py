@@ -19,6 +19,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 
 from sealgate.errors import ReleaseError
+from sealgate.ota.build_prop import parse_prop_lines
 
 DEFAULT_TAG_CHANGES = ("-test-keys", "-dev-keys", "+release-keys")
 
@@ -92,13 +93,7 @@ def _edit_last(value: str, separator: str, changes: Sequence[str]) -> str:
 
 def parse_props(text: str) -> dict[str, str]:
     """key -> value of a prop file; a later line overrides an earlier one, as init loads them."""
-    props: dict[str, str] = {}
-    for raw in text.split("\n"):
-        line = raw.strip()
-        if line and not line.startswith("#") and "=" in line:
-            key, value = line.split("=", 1)
-            props[key.strip()] = value.strip()
-    return props
+    return parse_prop_lines(text)
 
 
 def release_refusals(names: Iterable[str], props_by_file: Mapping[str, Mapping[str, str]]) -> list[tuple[str, str]]:

@@ -26,7 +26,6 @@ device that read an older channel file can still download what it named. One pub
 from __future__ import annotations
 
 import errno
-import hashlib
 import re
 import time
 from collections.abc import Sequence
@@ -36,7 +35,14 @@ from pathlib import Path
 from typing import Any
 
 from sealgate.apk.report import Issue
-from sealgate.durable import ChangedWhileCopyingError, copy_checked, exclusive_lock, fsync_directory, replace_file
+from sealgate.durable import (
+    ChangedWhileCopyingError,
+    copy_checked,
+    exclusive_lock,
+    fsync_directory,
+    replace_file,
+    sha256_file,
+)
 from sealgate.errors import ChannelFormatError, OtaFormatError, ReleaseError, UsageError
 from sealgate.ota.channel import Channel, ChannelBuild, OtaFile, read_channel
 from sealgate.ota.lineage import lineage_updates
@@ -50,7 +56,6 @@ CHANNELS = ("stable", "beta")
 KEEP_BUILDS = 10
 _NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}\Z")
 _FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,199}\Z")
-_HASH_BLOCK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -486,15 +491,7 @@ def _current_bytes(target: Path) -> bytes | None:
 
 
 def _hash_file(path: Path) -> tuple[int, str]:
-    digest = hashlib.sha256()
-    size = 0
     try:
-        with open(path, "rb", buffering=0) as handle:
-            buffer = bytearray(_HASH_BLOCK)
-            view = memoryview(buffer)
-            while count := handle.readinto(buffer):
-                digest.update(view[:count])
-                size += count
+        return sha256_file(path)
     except OSError as exc:
         raise ReleaseError(f"cannot read {path}: {exc.strerror}") from None
-    return size, digest.hexdigest()

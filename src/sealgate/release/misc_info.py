@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from sealgate.ota.build_prop import parse_prop_lines
 from sealgate.release.build_props import DEFAULT_TAG_CHANGES, edit_tags
 
 #: The misc_info keys that carry avbtool arguments per partition (sign_target_files_apks' AVB_FOOTER_ARGS_BY_PARTITION).
@@ -40,13 +41,7 @@ _ROLLBACK_INDEX = re.compile(r"--rollback_index(?:\s+|=)\S+")
 
 def parse_misc_info(text: str) -> dict[str, str]:
     """common.LoadDictionaryFromLines: "key=value" lines, comments and blank lines skipped."""
-    result: dict[str, str] = {}
-    for raw in text.split("\n"):
-        line = raw.strip()
-        if line and not line.startswith("#") and "=" in line:
-            key, value = line.split("=", 1)
-            result[key] = value
-    return result
+    return parse_prop_lines(text, strip_parts=False)
 
 
 def format_misc_info(values: dict[str, str], original_keys: set[str]) -> str:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sealgate.durable import replace_file
+from sealgate.durable import replace_file, sha256_file
 from sealgate.errors import RepoError, SealgateError
 
 if TYPE_CHECKING:
@@ -33,7 +33,6 @@ if TYPE_CHECKING:
 CACHE_FORMAT = "sealgate-scan-cache"
 #: Bump when ScannedApk changes meaning, so that an older cache is rebuilt instead of misread.
 CACHE_VERSION = 3
-_HASH_BLOCK = 1 << 20
 
 
 @functools.lru_cache(maxsize=4096)
@@ -235,18 +234,10 @@ def _icon_files(path: Path, icon: str | None) -> tuple[tuple[int, str], ...]:
 
 def hash_file(path: Path) -> tuple[int, str]:
     """(size, SHA-256 hex) of a file, read in 1 MiB blocks; RepoError when it cannot be read."""
-    digest = hashlib.sha256()
-    size = 0
     try:
-        with open(path, "rb", buffering=0) as handle:
-            buffer = bytearray(_HASH_BLOCK)
-            view = memoryview(buffer)
-            while count := handle.readinto(buffer):
-                digest.update(view[:count])
-                size += count
+        return sha256_file(path)
     except OSError as exc:
         raise RepoError(f"cannot read {path}: {exc.strerror}") from None
-    return size, digest.hexdigest()
 
 
 @dataclass(frozen=True)

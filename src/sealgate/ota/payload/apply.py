@@ -27,10 +27,9 @@ from sealgate.apk.certificate import Certificate
 from sealgate.errors import PayloadError, UsageError
 from sealgate.ota.payload import schema
 from sealgate.ota.payload.codec import DISCARD, REPLACE, REPLACE_BZ, REPLACE_XZ, REPLACE_ZSTD, SOURCE_COPY, ZERO, decode
-from sealgate.ota.payload.header import HEADER_SIZE
 from sealgate.ota.payload.properties import PayloadProperties
-from sealgate.ota.payload.reader import check_manifest, open_range, parse_manifest, read_metadata
-from sealgate.ota.payload.verify import check_properties_metadata, describe_key, verify_signature_blob
+from sealgate.ota.payload.reader import open_range
+from sealgate.ota.payload.verify import check_payload_signature, describe_key, read_signed_metadata
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
@@ -84,46 +83,42 @@ def apply_payload(
     if not target_dir.is_dir():
         raise UsageError(f"the staging directory {target_dir} does not exist")
     with open_range(Path(payload_path), offset, size) as (fd, size):
-        header, metadata = read_metadata(fd, offset, size)
-        metadata_hash = hashlib.sha256(metadata).digest()
-        if properties is not None:
-            check_properties_metadata(properties, size, header.metadata_size, metadata_hash)
-        metadata_signature = os.pread(fd, header.metadata_signature_size, offset + header.metadata_size)
-        signer = verify_signature_blob(metadata_signature, metadata_hash, public_keys, "metadata signature")
-        manifest = parse_manifest(metadata[HEADER_SIZE:])
-        check_manifest(manifest, size - header.data_offset)
-        if not manifest.HasField("signatures_offset"):
-            raise PayloadError("the payload has no payload signature: it is unsigned")
+        signed = read_signed_metadata(fd, offset, size, public_keys, properties)
+        manifest = signed.manifest
         is_delta = any(partition.HasField("old_partition_info") for partition in manifest.partitions)
         if is_delta and source_dir is None:
             raise UsageError("this is a delta payload: give the directory of the source images")
-        result = _Applier(fd, offset + header.data_offset, int(manifest.signatures_offset), progress)
-        result.payload_hasher.update(metadata)
-        result.file_hasher.update(metadata)
-        result.file_hasher.update(metadata_signature)
+        data_start = offset + signed.header.data_offset
+        result = _Applier(fd, data_start, int(manifest.signatures_offset), progress, signed.hashers())
         images: dict[str, Path] = {}
         for partition in manifest.partitions:
             images[partition.partition_name] = result.apply_partition(partition, target_dir, source_dir)
-        signature_blob = _pread(fd, int(manifest.signatures_size), result.data_start + result.data_size)
-        result.file_hasher.update(signature_blob)
-        verify_signature_blob(signature_blob, result.payload_hasher.digest(), public_keys, "payload signature")
-        if properties is not None and properties.file_hash != result.file_hasher.digest():
-            raise PayloadError("the payload does not match FILE_HASH of its payload properties")
-    return ApplyResult(target_dir, images, is_delta, describe_key(signer), int(manifest.max_timestamp))
+        data_end = result.data_start + result.data_size
+        check_payload_signature(
+            fd, signed, data_end, result.payload_hasher, result.file_hasher, public_keys, properties
+        )
+    return ApplyResult(target_dir, images, is_delta, describe_key(signed.signer), int(manifest.max_timestamp))
 
 
 class _Applier:
     """Performs operations, hashing the data area as it is consumed in order (the checked manifest ensures the
     operations' data are contiguous and cover it exactly)."""
 
-    def __init__(self, fd: int, data_start: int, data_size: int, progress: Callable[[int, int], None] | None):
+    def __init__(
+        self,
+        fd: int,
+        data_start: int,
+        data_size: int,
+        progress: Callable[[int, int], None] | None,
+        hashers: tuple[hashlib._Hash, hashlib._Hash],
+    ):
         self.fd = fd
         self.data_start = data_start
         self.data_size = data_size
         self.progress = progress
         self.consumed = 0
-        self.payload_hasher = hashlib.sha256()
-        self.file_hasher = hashlib.sha256()
+        #: The payload signature's hash and FILE_HASH's, already fed what comes before the data.
+        self.payload_hasher, self.file_hasher = hashers
 
     def apply_partition(self, partition: Any, target_dir: Path, source_dir: Path | None) -> Path:
         name = partition.partition_name

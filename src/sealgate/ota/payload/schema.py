@@ -2,33 +2,18 @@
 
 The table below is update_metadata.proto (system/update_engine, package chromeos_update_engine, proto2) written out
 field by field with its exact numbers, labels and types, including REPLACE_ZSTD = 14 and the manifest's
-security_patch_level = 18 of current AOSP. It is turned into a FileDescriptorProto and real message classes by the
-`protobuf` runtime, so manifests and Signatures blobs serialise exactly as update_engine's C++ does (fields in
-number order, proto2 presence); no protoc run and no generated code to keep in step.
+security_patch_level = 18 of current AOSP. sealgate.protobuf_table turns it into a FileDescriptorProto and real
+message classes of the `protobuf` runtime, so manifests and Signatures blobs serialise exactly as update_engine's C++
+does (fields in number order, proto2 presence); no protoc run and no generated code to keep in step.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
-from google.protobuf.message import Message
+from sealgate.protobuf_table import Field, file_descriptor, message_classes
 
 PACKAGE = "chromeos_update_engine"
-
-_OPTIONAL = descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL
-_REQUIRED = descriptor_pb2.FieldDescriptorProto.LABEL_REQUIRED
-_REPEATED = descriptor_pb2.FieldDescriptorProto.LABEL_REPEATED
-_LABELS = {"optional": _OPTIONAL, "required": _REQUIRED, "repeated": _REPEATED}
-_SCALARS = {
-    "uint64": descriptor_pb2.FieldDescriptorProto.TYPE_UINT64,
-    "uint32": descriptor_pb2.FieldDescriptorProto.TYPE_UINT32,
-    "int64": descriptor_pb2.FieldDescriptorProto.TYPE_INT64,
-    "fixed32": descriptor_pb2.FieldDescriptorProto.TYPE_FIXED32,
-    "bool": descriptor_pb2.FieldDescriptorProto.TYPE_BOOL,
-    "string": descriptor_pb2.FieldDescriptorProto.TYPE_STRING,
-    "bytes": descriptor_pb2.FieldDescriptorProto.TYPE_BYTES,
-}
 
 #: InstallOperation.Type, by number.
 OPERATION_TYPES: dict[str, int] = {
@@ -52,8 +37,7 @@ OPERATION_NAMES = {number: name for name, number in OPERATION_TYPES.items()}
 COW_MERGE_TYPES = {"COW_COPY": 0, "COW_XOR": 1, "COW_REPLACE": 2}
 
 # (label, type, name, number[, default]); a type that is not a scalar names a message (or ".Type" an enum).
-_Field = tuple[Any, ...]
-_MESSAGES: dict[str, list[_Field]] = {
+_MESSAGES: dict[str, list[Field]] = {
     "Extent": [
         ("optional", "uint64", "start_block", 1),
         ("optional", "uint64", "num_blocks", 2),
@@ -155,45 +139,10 @@ _ENUMS = {"InstallOperation.Type": OPERATION_TYPES, "CowMergeOperation.Type": CO
 _RESERVED = {"DeltaArchiveManifest": [(1, 3), (6, 12)]}  # [start, end)
 
 
-def _file_descriptor() -> descriptor_pb2.FileDescriptorProto:
-    proto = descriptor_pb2.FileDescriptorProto(name="update_metadata.proto", package=PACKAGE, syntax="proto2")
-    tops: dict[str, descriptor_pb2.DescriptorProto] = {}
-    for full_name, fields in _MESSAGES.items():
-        outer, _, inner = full_name.partition(".")
-        if outer not in tops:
-            tops[outer] = proto.message_type.add(name=outer)
-        message = tops[outer].nested_type.add(name=inner) if inner else tops[outer]
-        for start, end in _RESERVED.get(full_name, []):
-            message.reserved_range.add(start=start, end=end)
-        for label, type_name, name, number, *default in fields:
-            field = message.field.add(name=name, number=number, label=_LABELS[label])
-            if type_name in _SCALARS:
-                field.type = _SCALARS[type_name]
-            elif type_name in _ENUMS:
-                field.type = descriptor_pb2.FieldDescriptorProto.TYPE_ENUM
-                field.type_name = f".{PACKAGE}.{type_name}"
-            else:
-                field.type = descriptor_pb2.FieldDescriptorProto.TYPE_MESSAGE
-                field.type_name = f".{PACKAGE}.{type_name}"
-            if default:
-                field.default_value = default[0]
-    for full_name, values in _ENUMS.items():
-        outer, _, inner = full_name.partition(".")
-        enum = tops[outer].enum_type.add(name=inner)
-        for value_name, number in sorted(values.items(), key=lambda item: item[1]):
-            enum.value.add(name=value_name, number=number)
-    return proto
-
-
-def _classes() -> dict[str, type[Message]]:
-    pool = descriptor_pool.DescriptorPool()
-    pool.Add(_file_descriptor())
-    return {
-        name: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{PACKAGE}.{name}")) for name in _MESSAGES
-    }
-
-
-_CLASSES = _classes()
+_CLASSES = message_classes(
+    file_descriptor("update_metadata.proto", PACKAGE, "proto2", _MESSAGES, enums=_ENUMS, reserved=_RESERVED),
+    list(_MESSAGES),
+)
 # Message classes are dynamic; typed as Any so attribute access type-checks (types-protobuf cannot see the table).
 Extent: Any = _CLASSES["Extent"]
 Signatures: Any = _CLASSES["Signatures"]

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 from sealgate.apk.certificate import Certificate
 from sealgate.apk.report import Issue
 from sealgate.errors import PayloadError
-from sealgate.ota.payload.header import HEADER_SIZE
+from sealgate.ota.payload.header import HEADER_SIZE, PayloadHeader
 from sealgate.ota.payload.properties import PayloadProperties
 from sealgate.ota.payload.reader import check_manifest, open_range, parse_manifest, parse_signatures, read_metadata
 
@@ -146,31 +146,71 @@ def check_payload_signatures(
 ) -> TrustedKeyLike:
     """The key that signed the payload; PayloadError when a signature, the layout or the properties do not hold."""
     with open_range(path, offset, size) as (fd, size):
-        header, metadata = read_metadata(fd, offset, size)
-        metadata_hash = hashlib.sha256(metadata).digest()
-        if properties is not None:
-            check_properties_metadata(properties, size, header.metadata_size, metadata_hash)
-        metadata_signature = os.pread(fd, header.metadata_signature_size, offset + header.metadata_size)
-        signer = verify_signature_blob(metadata_signature, metadata_hash, keys, "metadata signature")
-        manifest = parse_manifest(metadata[HEADER_SIZE:])
-        check_manifest(manifest, size - header.data_offset)
-        if not manifest.HasField("signatures_offset"):
-            raise PayloadError("the payload has no payload signature: it is unsigned")
-        payload_hasher = hashlib.sha256(metadata)
-        file_hasher = hashlib.sha256(metadata)
-        file_hasher.update(metadata_signature)
-        start = offset + header.data_offset
-        data_end = start + int(manifest.signatures_offset)
-        for position in range(start, data_end, _STEP):
+        signed = read_signed_metadata(fd, offset, size, keys, properties)
+        payload_hasher, file_hasher = signed.hashers()
+        data_end = offset + signed.header.data_offset + int(signed.manifest.signatures_offset)
+        for position in range(offset + signed.header.data_offset, data_end, _STEP):
             chunk = _pread(fd, min(_STEP, data_end - position), position)
             payload_hasher.update(chunk)
             file_hasher.update(chunk)
-        signature_blob = _pread(fd, int(manifest.signatures_size), data_end)
-        file_hasher.update(signature_blob)
-        verify_signature_blob(signature_blob, payload_hasher.digest(), keys, "payload signature")
-        if properties is not None and properties.file_hash != file_hasher.digest():
-            raise PayloadError("the payload does not match FILE_HASH of its payload properties")
-    return signer
+        check_payload_signature(fd, signed, data_end, payload_hasher, file_hasher, keys, properties)
+    return signed.signer
+
+
+@dataclass(frozen=True)
+class SignedMetadata:
+    """A payload's metadata once update_engine's first checks hold: the properties' sizes and metadata hash, the
+    metadata signature, and a manifest whose layout fits the payload and that carries a payload signature."""
+
+    header: PayloadHeader
+    #: Header and manifest, the bytes the metadata signature covers.
+    metadata: bytes
+    metadata_signature: bytes
+    manifest: Any
+    signer: TrustedKeyLike
+
+    def hashers(self) -> tuple[hashlib._Hash, hashlib._Hash]:
+        """The payload signature's hash and the whole file's (FILE_HASH), each fed what comes before the data."""
+        payload_hasher = hashlib.sha256(self.metadata)
+        file_hasher = hashlib.sha256(self.metadata)
+        file_hasher.update(self.metadata_signature)
+        return payload_hasher, file_hasher
+
+
+def read_signed_metadata(
+    fd: int, offset: int, size: int, keys: Sequence[TrustedKeyLike], properties: PayloadProperties | None
+) -> SignedMetadata:
+    """The metadata of the payload in bytes [offset, offset+size) of `fd`, verified before any manifest field is
+    trusted; PayloadError when the properties, the metadata signature or the layout do not hold, or it is unsigned."""
+    header, metadata = read_metadata(fd, offset, size)
+    metadata_hash = hashlib.sha256(metadata).digest()
+    if properties is not None:
+        check_properties_metadata(properties, size, header.metadata_size, metadata_hash)
+    metadata_signature = os.pread(fd, header.metadata_signature_size, offset + header.metadata_size)
+    signer = verify_signature_blob(metadata_signature, metadata_hash, keys, "metadata signature")
+    manifest = parse_manifest(metadata[HEADER_SIZE:])
+    check_manifest(manifest, size - header.data_offset)
+    if not manifest.HasField("signatures_offset"):
+        raise PayloadError("the payload has no payload signature: it is unsigned")
+    return SignedMetadata(header, metadata, metadata_signature, manifest, signer)
+
+
+def check_payload_signature(
+    fd: int,
+    signed: SignedMetadata,
+    data_end: int,
+    payload_hasher: hashlib._Hash,
+    file_hasher: hashlib._Hash,
+    keys: Sequence[TrustedKeyLike],
+    properties: PayloadProperties | None,
+) -> None:
+    """The last checks, once the hashers have been fed the whole data area (which ends at `data_end` of `fd`): the
+    payload signature that follows it, and the properties' FILE_HASH; PayloadError when either does not hold."""
+    signature_blob = _pread(fd, int(signed.manifest.signatures_size), data_end)
+    file_hasher.update(signature_blob)
+    verify_signature_blob(signature_blob, payload_hasher.digest(), keys, "payload signature")
+    if properties is not None and properties.file_hash != file_hasher.digest():
+        raise PayloadError("the payload does not match FILE_HASH of its payload properties")
 
 
 def check_properties_metadata(properties: PayloadProperties, size: int, metadata_size: int, digest: bytes) -> None:
