@@ -279,6 +279,13 @@ class ZipArchive:
 # -- parsing -----------------------------------------------------------------------------------------------------
 
 
+def not_a_zip_reason(exc: Exception) -> str:
+    """Why a file could not be opened as an archive, saying "not a ZIP archive" once: the reader's own messages for
+    a missing end record already start with it, other failures (an unreadable file, a bad local header) do not."""
+    text = str(exc)
+    return text if text.startswith("not a ZIP archive") else f"not a ZIP archive: {text}"
+
+
 def _is_regular_file(fd: int) -> bool:
     import stat
 

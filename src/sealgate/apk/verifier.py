@@ -27,7 +27,7 @@ from sealgate.apk.report import Issue, Scheme, SchemeResult
 from sealgate.apk.signer_blocks import MIN_SDK_WITH_V31_SUPPORT, planned_content_digests, v3_signer_sdk_ranges
 from sealgate.apk.signing_block import V2_BLOCK_ID, V3_BLOCK_ID, V31_BLOCK_ID, SigningBlock, locate_signing_block
 from sealgate.errors import ApkFormatError, UsageError, ZipFormatError
-from sealgate.ziparchive import EOCD_SIZE, ZipArchive
+from sealgate.ziparchive import EOCD_SIZE, ZipArchive, not_a_zip_reason
 
 # The cryptography-backed modules load only once hashing is under way (see _verify_archive).
 if TYPE_CHECKING:
@@ -132,8 +132,7 @@ def verify_apk(
     try:
         archive = ZipArchive.open(path)
     except ZipFormatError as exc:
-        reason = str(exc) if str(exc).startswith("not a ZIP archive") else f"not a ZIP archive: {exc}"
-        raise ApkFormatError(f"Malformed APK: {reason}") from exc
+        raise ApkFormatError(f"Malformed APK: {not_a_zip_reason(exc)}") from exc
     with archive:
         if archive.sections.zip64_eocd_offset is not None:
             raise ApkFormatError("ZIP64 APKs are not supported by Android's APK signature schemes")

@@ -20,7 +20,7 @@ from typing import Any
 from sealgate.apk.certificate import Certificate
 from sealgate.errors import OtaFormatError, SealgateError
 from sealgate.ota.metadata import METADATA_PROTO_NAME, OtaMetadata, read_package_metadata
-from sealgate.ziparchive import ZipArchive, ZipEntry
+from sealgate.ziparchive import ZipArchive, ZipEntry, not_a_zip_reason
 
 METADATA = "META-INF/com/android/metadata"
 _PROPERTY_KEYS = ("ota-property-files", "ota-streaming-property-files")
@@ -78,7 +78,7 @@ def read_info(path: str | os.PathLike[str]) -> OtaInfo:
     try:
         archive = ZipArchive.open(path)
     except SealgateError as exc:
-        raise OtaFormatError(f"{os.fspath(path)} is not a ZIP archive: {exc}") from None
+        raise OtaFormatError(f"{os.fspath(path)}: {not_a_zip_reason(exc)}") from None
     with archive:
         info.entries = [entry.name for entry in archive.entries]
         entry = archive.entry(METADATA)

@@ -26,7 +26,7 @@ from google.protobuf.message import DecodeError
 
 from sealgate.errors import OtaFormatError, SealgateError, UsageError
 from sealgate.ota.metadata_proto import OTA_TYPES, new_message
-from sealgate.ziparchive import ZipArchive
+from sealgate.ziparchive import ZipArchive, not_a_zip_reason
 
 METADATA_NAME = "META-INF/com/android/metadata"
 METADATA_PROTO_NAME = "META-INF/com/android/metadata.pb"
@@ -278,7 +278,7 @@ def open_package(path: str | os.PathLike[str]) -> ZipArchive:
     try:
         archive = ZipArchive.open(path)
     except SealgateError as exc:
-        raise OtaFormatError(f"{os.fspath(path)} is not a ZIP archive: {exc}") from None
+        raise OtaFormatError(f"{os.fspath(path)}: {not_a_zip_reason(exc)}") from None
     if archive.violations:
         archive.close()
         raise OtaFormatError(f"{os.fspath(path)}: {archive.violations[0].message}")

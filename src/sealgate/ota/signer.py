@@ -45,7 +45,7 @@ from sealgate.ota.whole_file import (
     verify_package,
 )
 from sealgate.signing import Signer, SigningAlgorithm
-from sealgate.ziparchive import ZipArchive
+from sealgate.ziparchive import ZipArchive, not_a_zip_reason
 
 OTACERT = "META-INF/com/android/otacert"
 #: signapk's STRIP_PATTERN: signature files a re-signed package must not keep.
@@ -65,7 +65,7 @@ def sign_package(
     try:
         archive = ZipArchive.open(input_path)
     except SealgateError as exc:
-        raise OtaFormatError(f"{os.fspath(input_path)} is not a ZIP archive: {exc}") from None
+        raise OtaFormatError(f"{os.fspath(input_path)}: {not_a_zip_reason(exc)}") from None
     with archive, AtomicOutput(output_path) as output:
         if archive.violations:
             raise OtaFormatError(f"{os.fspath(input_path)}: {archive.violations[0].message}")

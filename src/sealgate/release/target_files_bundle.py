@@ -45,7 +45,7 @@ from sealgate.release.otacerts import is_otacerts
 from sealgate.release.target_files import APKCERTS, MISC_INFO, OTA_ROLE, VBMETA_DIGEST, sign_target_files
 from sealgate.release.verified_boot import AVB_ROLE, VBMETA
 from sealgate.signing import Signer
-from sealgate.ziparchive import ZipArchive
+from sealgate.ziparchive import ZipArchive, not_a_zip_reason
 
 KIND = "target-files"
 ALGORITHM = "release-target-files"
@@ -204,7 +204,7 @@ def _check_otacerts(archive: ZipArchive, name: str, ota: Certificate) -> None:
         with zipfile.ZipFile(io.BytesIO(_read(archive, name))) as inner:
             members = [inner.read(member) for member in inner.namelist()]
     except (zipfile.BadZipFile, OSError) as exc:
-        raise ReleaseError(f"{name} is not a ZIP archive: {exc}") from exc
+        raise ReleaseError(f"{name}: {not_a_zip_reason(exc)}") from exc
     found = []
     for data in members:
         if pem.detect(data):

@@ -48,7 +48,7 @@ from sealgate.apk.signing.writer import Layout, ZipWriter
 from sealgate.apk.verifier import ApkVerification, verify_apk
 from sealgate.errors import ApkFormatError, ApkSigningError, ZipFormatError
 from sealgate.signing import Signer
-from sealgate.ziparchive import ZipArchive, ZipEntry
+from sealgate.ziparchive import ZipArchive, ZipEntry, not_a_zip_reason
 
 #: A source-stamp pointer describes the signatures it was made with; apksigner drops it when it re-signs.
 SOURCE_STAMP_ENTRY = "stamp-cert-sha256"
@@ -100,8 +100,7 @@ def _open(path: str | os.PathLike[str]) -> ZipArchive:
     try:
         archive = ZipArchive.open(path)
     except ZipFormatError as exc:
-        reason = str(exc) if str(exc).startswith("not a ZIP archive") else f"not a ZIP archive: {exc}"
-        raise ApkFormatError(f"{os.fspath(path)}: malformed APK, {reason}") from exc
+        raise ApkFormatError(f"{os.fspath(path)}: malformed APK, {not_a_zip_reason(exc)}") from exc
     if archive.sections.zip64_eocd_offset is not None:
         archive.close()
         raise ApkFormatError(f"{os.fspath(path)}: ZIP64 APKs cannot carry APK signatures")
