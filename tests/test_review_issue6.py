@@ -11,6 +11,7 @@ import pytest
 
 from sealgate.errors import SealgateError
 from sealgate.ota.channel import read_channel
+from sealgate.ota.metadata import OtaMetadata, parse_property_files
 
 BLOCK = 4096
 
@@ -23,3 +24,17 @@ def test_deeply_nested_channel_is_a_format_error_not_a_recursion_error(opening: 
     # A hostile mirror serves 200 KB of brackets: `device ota check` must refuse it, not print a traceback.
     with pytest.raises(SealgateError):
         read_channel(opening * 200_000)
+
+
+# --- finding 2: integers longer than Python's int() limit in the metadata text ------------------------------------
+
+
+def test_metadata_text_with_a_huge_timestamp_is_a_format_error() -> None:
+    text = "ota-type=AB\npre-device=sargo\npost-timestamp=" + "9" * 5000 + "\n"
+    with pytest.raises(SealgateError):
+        OtaMetadata.from_text(text)
+
+
+def test_property_files_with_a_huge_offset_are_a_format_error() -> None:
+    with pytest.raises(SealgateError):
+        parse_property_files("payload.bin:" + "1" * 5000 + ":10")
