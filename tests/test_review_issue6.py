@@ -7,19 +7,35 @@ trusted key signed (what a compromised build could hand the custodian), which re
 
 from __future__ import annotations
 
+import bz2
+import contextlib
 import hashlib
+import json
+import lzma
 import struct
 from pathlib import Path
 
 import pytest
+import zstandard
+from cryptography.hazmat.primitives.asymmetric import rsa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from payload_tools import PayloadKey, make_key
 from sealgate.errors import SealgateError
 from sealgate.ota.channel import read_channel
-from sealgate.ota.metadata import OtaMetadata, parse_property_files
+from sealgate.ota.metadata import (
+    METADATA_NAME,
+    METADATA_PROTO_NAME,
+    OtaMetadata,
+    ab_metadata,
+    parse_property_files,
+    read_package_metadata,
+)
 from sealgate.ota.payload import schema
 from sealgate.ota.payload.apply import apply_payload
 from sealgate.ota.payload.header import MAGIC
+from sealgate.ota.payload.reader import read_payload
 from sealgate.ota.payload.signer import sign_payload
 
 BLOCK = 4096
@@ -99,3 +115,321 @@ def test_signed_payload_with_an_impossible_partition_is_refused(
     target.mkdir()
     with pytest.raises(SealgateError):
         apply_payload(signed, target, public_keys=[payload_key.signer.public_key])
+
+
+# --- fuzzing: only SealgateError escapes, and nothing hangs --------------------------------------------------------
+
+_FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+_EXTREMES = st.sampled_from([0, 1, BLOCK - 1, BLOCK, 2**31, 2**32 - 1, 2**62, 2**63 - 1, 2**63, 2**64 - 1])
+_U64 = st.one_of(_EXTREMES, st.integers(0, 64 * BLOCK), st.integers(0, 2**64 - 1))
+
+
+@pytest.fixture(autouse=True)
+def _no_hang() -> object:
+    """Every test here is bounded: a hang (a loop that never ends, a huge sparse image hashed) fails it."""
+    import signal
+
+    def _timeout(signum: int, frame: object) -> None:
+        raise AssertionError("the reader took more than 25 s: a hang")
+
+    previous = signal.signal(signal.SIGALRM, _timeout)
+    signal.alarm(25)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
+
+
+def _mutate(data: bytes, edits: list[tuple[int, int]], cut: int | None, tail: bytes) -> bytes:
+    mutated = bytearray(data)
+    for position, value in edits:
+        mutated[position % len(mutated)] = value
+    if cut is not None:
+        del mutated[cut % (len(mutated) + 1) :]
+    return bytes(mutated) + tail
+
+
+_EDITS = st.lists(st.tuples(st.integers(0, 2**20), st.integers(0, 255)), max_size=6)
+_CUT = st.one_of(st.none(), st.integers(0, 2**20))
+_TAIL = st.binary(max_size=64)
+
+
+# channel files: valid documents with fields replaced by any JSON value, and raw byte mutations
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    max_leaves=12,
+)
+
+
+def _channel_document() -> dict[str, object]:
+    def ota(name: str) -> dict[str, object]:
+        return {"url": f"packages/{'a' * 64}/{name}.zip", "size": 123, "sha256": "a" * 64}
+
+    return {
+        "format": "sealgate-ota-channel",
+        "version": 1,
+        "device": "sargo",
+        "channel": "stable",
+        "builds": [
+            {
+                "fingerprint": f"g/sargo/sargo:14/X/{n}:user/release-keys",
+                "incremental": str(n),
+                "timestamp": 1700000000 - n,
+                "security_patch_level": "2024-03-05",
+                "sdk_level": "34",
+                "android_version": "14",
+                "full": ota(f"full{n}"),
+                "incrementals": [{**ota(f"inc{n}"), "pre_build": f"g/sargo/sargo:14/X/{n + 1}:user/release-keys"}],
+            }
+            for n in range(2)
+        ],
+    }
+
+
+def _replace_at(document: object, path: list[int], value: object) -> object:
+    """`document` with the node reached by following `path` (indices into dict keys / list items) set to `value`."""
+    if not path or not isinstance(document, (dict, list)) or not document:
+        return value
+    if isinstance(document, dict):
+        key = sorted(document)[path[0] % len(document)]
+        return {**document, key: _replace_at(document[key], path[1:], value)}
+    index = path[0] % len(document)
+    return [*document[:index], _replace_at(document[index], path[1:], value), *document[index + 1 :]]
+
+
+def test_channel_document_is_valid_before_mutation() -> None:
+    channel = read_channel(json.dumps(_channel_document()).encode())
+    assert [build.timestamp for build in channel.builds] == [1700000000, 1699999999]
+
+
+@_FUZZ
+@given(path=st.lists(st.integers(0, 20), max_size=6), value=_JSON)
+def test_fuzz_channel_fields(path: list[int], value: object) -> None:
+    data = json.dumps(_replace_at(_channel_document(), path, value)).encode()
+    with contextlib.suppress(SealgateError):
+        read_channel(data)
+
+
+@_FUZZ
+@given(edits=_EDITS, cut=_CUT, tail=_TAIL)
+def test_fuzz_channel_bytes(edits: list[tuple[int, int]], cut: int | None, tail: bytes) -> None:
+    with contextlib.suppress(SealgateError):
+        read_channel(_mutate(json.dumps(_channel_document()).encode(), edits, cut, tail))
+
+
+# OTA metadata: the text form with any values for its keys, metadata.pb mutated, and whole packages mutated
+
+_METADATA_KEYS = st.sampled_from(
+    ["ota-type", "ota-wipe", "ota-downgrade", "spl-downgrade", "ota-required-cache", "post-build",
+     "post-build-incremental", "post-sdk-level", "post-security-patch-level", "post-timestamp", "pre-device",
+     "pre-build", "pre-build-incremental", "ota-property-files", "ota-streaming-property-files", "x"]
+)  # fmt: skip
+
+
+def _metadata() -> OtaMetadata:
+    metadata = ab_metadata(device="sargo", post_build="g/sargo/sargo:14/X/2:user/release-keys",
+                           post_timestamp=1700000000, post_security_patch_level="2024-03-05",
+                           pre_build=["g/sargo/sargo:14/X/1:user/release-keys"], pre_build_incremental="1")  # fmt: skip
+    metadata.property_files = {"ota-property-files": "payload.bin:679:4096,metadata:69:379   "}
+    return metadata
+
+
+@_FUZZ
+@given(lines=st.lists(st.tuples(_METADATA_KEYS, st.text(max_size=40)), max_size=12))
+def test_fuzz_metadata_text(lines: list[tuple[str, str]]) -> None:
+    with contextlib.suppress(SealgateError):
+        OtaMetadata.from_text("".join(f"{key}={value}\n" for key, value in lines))
+
+
+@_FUZZ
+@given(edits=_EDITS, cut=_CUT, tail=_TAIL)
+def test_fuzz_metadata_proto(edits: list[tuple[int, int]], cut: int | None, tail: bytes) -> None:
+    with contextlib.suppress(SealgateError):
+        OtaMetadata.from_proto(_mutate(_metadata().to_proto(), edits, cut, tail))
+
+
+@pytest.fixture(scope="module")
+def metadata_package(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    import zipfile
+
+    path = tmp_path_factory.mktemp("review-package") / "ota.zip"
+    metadata = _metadata()
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr(METADATA_NAME, metadata.to_text())
+        archive.writestr(METADATA_PROTO_NAME, metadata.to_proto())
+    assert read_package_metadata(path) == metadata
+    return path.read_bytes()
+
+
+@_FUZZ
+@given(edits=_EDITS, cut=_CUT, tail=_TAIL)
+def test_fuzz_package_metadata(
+    tmp_path: Path, metadata_package: bytes, edits: list[tuple[int, int]], cut: int | None, tail: bytes
+) -> None:
+    path = tmp_path / "mutated.zip"
+    path.write_bytes(_mutate(metadata_package, edits, cut, tail))
+    with contextlib.suppress(SealgateError):
+        read_package_metadata(path)
+
+
+# payload.bin: manifests built field by field from hostile values, read unsigned and applied signed
+
+_NAMES = st.one_of(
+    st.sampled_from(["boot", "system", "vbmeta", "vendor_boot", "boot", "system", ".", "..", "", "a/b"]),
+    st.text(max_size=8),
+)
+#: Mostly small, valid values, sometimes an extreme one: most examples get past the structural checks.
+_BLOCKS = st.one_of(st.integers(0, 8), st.integers(0, 8), st.integers(0, 8), _U64)
+_SUPPORTED = [schema.OPERATION_TYPES[name] for name in ("REPLACE", "REPLACE_XZ", "REPLACE_ZSTD", "REPLACE_BZ",
+                                                         "ZERO", "DISCARD", "SOURCE_COPY")]  # fmt: skip
+_OPERATION_TYPES = st.one_of(st.sampled_from(_SUPPORTED), st.sampled_from(sorted(schema.OPERATION_NAMES)))
+_DATA = st.sampled_from(
+    [
+        bytes(BLOCK),
+        bytes(2 * BLOCK),
+        b"\xfd7zXZ\x00" + bytes(10),
+        lzma.compress(bytes(BLOCK), format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC32),
+        lzma.compress(bytes(64 * BLOCK), format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC64),
+        zstandard.ZstdCompressor().compress(bytes(BLOCK)),
+        zstandard.ZstdCompressor().compress(bytes(1 << 24)),  # a 16 MiB bomb for a one-block extent
+        bz2.compress(bytes(BLOCK)),
+        b"(\xb5/\xfd" + bytes(8),
+    ]
+)
+
+
+_NO_DATA = {schema.OPERATION_TYPES[name] for name in ("ZERO", "DISCARD", "SOURCE_COPY", "MOVE")}
+
+
+@st.composite
+def _hostile_payload(draw: st.DrawFn) -> tuple[bytes, dict[str, int]]:
+    manifest = schema.DeltaArchiveManifest()
+    manifest.block_size = draw(st.sampled_from([BLOCK] * 20 + [512, 0]))
+    delta = draw(st.booleans())
+    manifest.minor_version = draw(st.sampled_from([8 if delta else 0] * 12 + [0, 1, 8, 99]))
+    blobs = b""
+    sources: dict[str, int] = {}
+    for number in range(draw(st.integers(1, 2))):
+        partition = manifest.partitions.add()
+        partition.partition_name = (
+            draw(st.sampled_from([f"p{number}"] * 20)) if draw(st.integers(0, 9)) else draw(_NAMES)
+        )
+        blocks = draw(st.integers(1, 8))
+        size = draw(st.sampled_from([blocks * BLOCK] * 6 + [blocks * BLOCK + 1, 2**62 - BLOCK, 2**64 - BLOCK]))
+        partition.new_partition_info.size = size
+        partition.new_partition_info.hash = hashlib.sha256(bytes(size) if size < 2**20 else b"").digest()
+        if delta and (number == 0 or draw(st.booleans())):
+            old_size = draw(st.sampled_from([8 * BLOCK] * 6 + [BLOCK, 2**63]))
+            partition.old_partition_info.size = old_size
+            partition.old_partition_info.hash = bytes(32)
+            if old_size <= 8 * BLOCK:
+                sources[partition.partition_name] = draw(st.sampled_from([old_size] * 6 + [old_size - BLOCK]))
+        for _ in range(draw(st.integers(0, 2))):
+            operation = partition.operations.add()
+            operation.type = draw(_OPERATION_TYPES)
+            if operation.type not in _NO_DATA or draw(st.integers(0, 9)) == 0:
+                data = draw(_DATA)
+                operation.data_offset = draw(st.sampled_from([len(blobs)] * 6 + [0, 2**63]))
+                operation.data_length = draw(st.sampled_from([len(data)] * 6 + [len(data) + 1, 2**40]))
+                operation.data_sha256_hash = draw(st.sampled_from([hashlib.sha256(data).digest()] * 6 + [bytes(32)]))
+                blobs += data
+            for _ in range(draw(st.sampled_from([1, 1, 1, 2, 0]))):
+                extent = operation.dst_extents.add()
+                extent.start_block = draw(st.integers(0, blocks - 1)) if draw(st.integers(0, 9)) else draw(_BLOCKS)
+                extent.num_blocks = (
+                    draw(st.integers(1, blocks - extent.start_block))
+                    if extent.start_block < blocks and draw(st.integers(0, 9))
+                    else draw(_BLOCKS)
+                )
+            if operation.type == schema.OPERATION_TYPES["SOURCE_COPY"] or draw(st.booleans()):
+                extent = operation.src_extents.add()
+                extent.start_block, extent.num_blocks = (
+                    draw(st.integers(0, 3)),
+                    draw(st.integers(1, 4)) if draw(st.integers(0, 9)) else draw(_BLOCKS),
+                )
+    encoded = manifest.SerializeToString()
+    header = MAGIC + struct.pack(">QQI", 2, len(encoded), 0)
+    return header + encoded + blobs, sources
+
+
+def _refused_cleanly(action: object) -> None:
+    with contextlib.suppress(SealgateError):
+        action()  # type: ignore[operator]
+
+
+@_FUZZ
+@given(built=_hostile_payload(), edits=_EDITS, cut=_CUT, mutate=st.integers(0, 3))
+def test_fuzz_payload(
+    tmp_path: Path,
+    payload_key: PayloadKey,
+    built: tuple[bytes, dict[str, int]],
+    edits: list[tuple[int, int]],
+    cut: int | None,
+    mutate: bool,
+) -> None:
+    for old in tmp_path.iterdir():
+        if old.is_dir():
+            for child in old.iterdir():
+                child.unlink()
+            old.rmdir()
+        else:
+            old.unlink()
+    raw, sources = built
+    if mutate == 0:
+        raw = _mutate(raw, edits, cut, b"")
+    unsigned = tmp_path / "p.unsigned"
+    unsigned.write_bytes(raw)
+    _refused_cleanly(lambda: read_payload(unsigned))
+    signed = _signed(tmp_path, payload_key, raw)
+    target, source = tmp_path / "out", tmp_path / "source"
+    target.mkdir()
+    source.mkdir()
+    for name, size in sources.items():
+        with contextlib.suppress(OSError, ValueError):
+            (source / f"{name}.img").write_bytes(bytes(size))
+    _refused_cleanly(
+        lambda: apply_payload(signed, target, public_keys=[payload_key.signer.public_key], source_dir=source)
+    )
+
+
+# vbmeta: a real image (descriptors, signature) mutated in its header fields and anywhere else
+
+
+@pytest.fixture(scope="module")
+def vbmeta_image() -> tuple[bytes, object]:
+    from sealgate.avb.vbmeta import build_vbmeta
+    from test_avb import _descriptors, _signer
+
+    signer = _signer(rsa.generate_private_key(public_exponent=65537, key_size=2048))
+    return build_vbmeta(_descriptors(), signer, rollback_index=3), signer.public_key
+
+
+@_FUZZ
+@given(
+    fields=st.lists(st.tuples(st.integers(0, 255 // 4).map(lambda n: n * 4), _U64), max_size=4),
+    edits=_EDITS,
+    cut=_CUT,
+    tail=_TAIL,
+)
+def test_fuzz_vbmeta(
+    vbmeta_image: tuple[bytes, object],
+    fields: list[tuple[int, int]],
+    edits: list[tuple[int, int]],
+    cut: int | None,
+    tail: bytes,
+) -> None:
+    from sealgate.avb.vbmeta import read_vbmeta, verify_vbmeta
+
+    image, public_key = vbmeta_image
+    mutated = bytearray(image)
+    for offset, value in fields:  # the header is big-endian u32/u64 fields at 4-byte alignment
+        struct.pack_into(">Q", mutated, offset, value)
+    data = _mutate(bytes(mutated), edits, cut, tail)
+    try:
+        read_vbmeta(data)
+        verdict = verify_vbmeta(data, [public_key])  # type: ignore[list-item]
+    except SealgateError:
+        return
+    if data[: len(image)] != image:
+        assert not verdict.verified
