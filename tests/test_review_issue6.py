@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import json
 import lzma
+import re
 import struct
 from pathlib import Path
 
@@ -115,6 +116,81 @@ def test_signed_payload_with_an_impossible_partition_is_refused(
     target.mkdir()
     with pytest.raises(SealgateError):
         apply_payload(signed, target, public_keys=[payload_key.signer.public_key])
+
+
+# --- finding 4: bundle apply of a target-files response compared only the entries' names ------------------------
+
+
+def _rewritten(source: Path, target: Path, changes: dict[str, bytes]) -> Path:
+    """`source` with the data of the entries in `changes` replaced (what someone with the response in hand can do)."""
+    import zipfile
+
+    with zipfile.ZipFile(source) as old, zipfile.ZipFile(target, "w") as new:
+        for info in old.infolist():
+            new.writestr(info, changes.get(info.filename, old.read(info.filename)))
+    return target
+
+
+@pytest.fixture(scope="module")
+def signed_target_files(apksig_vectors: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, object]:
+    from release_tools import WIFI_CERT, make_inputs, role_signer, write_target_files
+    from sealgate.avb.descriptors import HashDescriptor
+    from sealgate.avb.vbmeta import build_vbmeta
+    from sealgate.release.apkcerts import KeyMap
+    from sealgate.release.target_files import sign_target_files
+
+    work = tmp_path_factory.mktemp("review-target-files")
+    inputs = make_inputs(apksig_vectors, work / "inputs")
+    boot = b"ANDROID!" + bytes(4088)
+    salt = bytes(range(32))
+    descriptor = HashDescriptor(len(boot), "sha256", "boot", salt, hashlib.sha256(salt + boot).digest())
+    vbmeta = build_vbmeta([descriptor], role_signer("test-avb"), rollback_index=3, padding_size=4096)
+    unsigned = write_target_files(work / "unsigned.zip", inputs, extra={"IMAGES/vbmeta.img": vbmeta})
+    signers = {**inputs.signers, "avb": role_signer("avb")}
+    signed = work / "signed.zip"
+    sign_target_files(unsigned, signed, KeyMap(dict(signers), {WIFI_CERT: "networkstack"}), rollback_index=7)
+    return unsigned, signed, signers
+
+
+def _check_target_files(signed: Path, unsigned: Path, signers: object) -> None:
+    from release_tools import WIFI_CERT
+    from sealgate.release.target_files_bundle import TargetFilesHandler
+
+    options = {"key_map": {WIFI_CERT: "networkstack"}, "rollback_index": 7}
+    TargetFilesHandler().check(signed, unsigned, lambda role: signers[role].certificate, options)  # type: ignore[index]
+
+
+def test_genuine_target_files_response_is_accepted(signed_target_files: tuple[Path, Path, object]) -> None:
+    unsigned, signed, signers = signed_target_files
+    _check_target_files(signed, unsigned, signers)
+
+
+@pytest.mark.parametrize(
+    ("name", "data"),
+    [
+        ("SYSTEM/bin/sh", b"\x7fELF a shell with a backdoor"),
+        ("IMAGES/system.img", bytes(range(255, -1, -1)) * 64),
+        ("RADIO/bootloader.img", b"another bootloader " * 50),
+        ("IMAGES/boot.img", b"ANDROID!" + b"\x01" * 4088),
+        ("SYSTEM/build.prop", None),
+    ],
+)
+def test_target_files_response_with_a_changed_entry_is_refused(
+    tmp_path: Path, signed_target_files: tuple[Path, Path, object], name: str, data: bytes | None
+) -> None:
+    import zipfile
+
+    from sealgate.errors import ReleaseError
+
+    unsigned, signed, signers = signed_target_files
+    if data is None:  # every device would see this build as newer than any later one: updates stop
+        with zipfile.ZipFile(signed) as archive:
+            text = archive.read(name).decode()
+        data = text.replace("ro.debuggable=0", "ro.debuggable=0\nro.build.date.utc=4102444800").encode()
+        assert data.decode() != text
+    tampered = _rewritten(signed, tmp_path / "tampered.zip", {name: data})
+    with pytest.raises(ReleaseError, match=re.escape(name)):
+        _check_target_files(tampered, unsigned, signers)
 
 
 # --- fuzzing: only SealgateError escapes, and nothing hangs --------------------------------------------------------

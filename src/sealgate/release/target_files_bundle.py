@@ -39,10 +39,10 @@ from sealgate.release.apkcerts import (
     compressed_extension,
     parse_apkcerts,
 )
-from sealgate.release.build_props import is_build_prop_file, parse_props, release_refusals
+from sealgate.release.build_props import is_build_prop_file, parse_props, release_refusals, rewrite_props
 from sealgate.release.misc_info import parse_misc_info
 from sealgate.release.otacerts import is_otacerts
-from sealgate.release.target_files import APKCERTS, MISC_INFO, OTA_ROLE, VBMETA_DIGEST, sign_target_files
+from sealgate.release.target_files import APKCERTS, MISC_INFO, OTA_ROLE, OTAKEYS, VBMETA_DIGEST, sign_target_files
 from sealgate.release.verified_boot import AVB_ROLE, VBMETA
 from sealgate.signing import Signer
 from sealgate.ziparchive import ZipArchive
@@ -130,6 +130,36 @@ class TargetFilesHandler:
             ) else "release-keys"  # fmt: skip
             if tags != "release-keys":
                 raise ReleaseError(f"SYSTEM/build.prop says ro.build.tags={tags}, not release-keys")
+            _check_unchanged(sent, came, came_names, apks)
+
+
+def _check_unchanged(
+    sent: ZipArchive, came: ZipArchive, names: set[str], apks: Mapping[str, tuple[ApkCert, str | None]]
+) -> None:
+    """Every entry sign_target_files copies as it is (images, binaries, radio, ...) must be the one that was sent,
+    and every build.prop exactly its release-keys rewrite: the checks above cover only what signing changes."""
+    from sealgate.avb.vbmeta import read_vbmeta
+
+    rewritten = {VBMETA, MISC_INFO, OTAKEYS, VBMETA_DIGEST}
+    if VBMETA in names:  # the chained images are re-signed (vbmeta.img, which names them, was verified above)
+        rewritten |= {f"IMAGES/{partition}.img" for partition in read_vbmeta(_read(came, VBMETA)).chain_partitions()}
+    for name in sorted(names):
+        if (
+            apks.get(name, (None, None))[1] is not None
+            or is_otacerts(name)
+            or name in rewritten
+            or name.endswith("mac_permissions.xml")
+        ):
+            continue
+        if _digest(came, name) == _digest(sent, name):
+            continue
+        if is_build_prop_file(name):
+            try:
+                if _read(came, name) == rewrite_props(_read(sent, name).decode("utf-8")).encode("utf-8"):
+                    continue
+            except (UnicodeDecodeError, ReleaseError):
+                pass
+        raise ReleaseError(f"{name} is not the entry that was sent: signing copies it unchanged")
 
 
 def _rollback_text(options: Mapping[str, Any]) -> str:
