@@ -193,6 +193,26 @@ def test_target_files_response_with_a_changed_entry_is_refused(
         _check_target_files(tampered, unsigned, signers)
 
 
+def test_target_files_response_granting_a_seinfo_to_another_signer_is_refused(
+    tmp_path: Path, signed_target_files: tuple[Path, Path, object]
+) -> None:
+    import zipfile
+
+    from sealgate.errors import ReleaseError
+
+    unsigned, signed, signers = signed_target_files
+    name = "SYSTEM/etc/selinux/plat_mac_permissions.xml"
+    with zipfile.ZipFile(signed) as archive:
+        text = archive.read(name).decode()
+    attacker = make_key(tmp_path, name="attacker").signer.certificate.der.hex()
+    granted = text.replace(
+        "</policy>", f'    <signer signature="{attacker}" ><seinfo value="platform" /></signer>\n</policy>'
+    )
+    tampered = _rewritten(signed, tmp_path / "tampered.zip", {name: granted.encode()})
+    with pytest.raises(ReleaseError, match=re.escape(name)):
+        _check_target_files(tampered, unsigned, signers)
+
+
 # --- fuzzing: only SealgateError escapes, and nothing hangs --------------------------------------------------------
 
 _FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

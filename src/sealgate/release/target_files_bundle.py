@@ -42,7 +42,15 @@ from sealgate.release.apkcerts import (
 from sealgate.release.build_props import is_build_prop_file, parse_props, release_refusals, rewrite_props
 from sealgate.release.misc_info import parse_misc_info
 from sealgate.release.otacerts import is_otacerts
-from sealgate.release.target_files import APKCERTS, MISC_INFO, OTA_ROLE, OTAKEYS, VBMETA_DIGEST, sign_target_files
+from sealgate.release.target_files import (
+    APKCERTS,
+    MISC_INFO,
+    OTA_ROLE,
+    OTAKEYS,
+    VBMETA_DIGEST,
+    replace_certificates,
+    sign_target_files,
+)
 from sealgate.release.verified_boot import AVB_ROLE, VBMETA
 from sealgate.signing import Signer
 from sealgate.ziparchive import ZipArchive
@@ -118,6 +126,7 @@ class TargetFilesHandler:
                             raise ReleaseError(f"{name} is {cert.certificate} but is not the APK that was sent")
                         continue
                     _check_apk(came, name, certificate(role), role, Path(work))
+                _check_mac_permissions(sent, came, came_names, apks, certificate, Path(work))
             ota = certificate(OTA_ROLE) if any(is_otacerts(name) for name in came_names) else None
             for name in sorted(came_names):
                 if is_otacerts(name):
@@ -131,6 +140,46 @@ class TargetFilesHandler:
             if tags != "release-keys":
                 raise ReleaseError(f"SYSTEM/build.prop says ro.build.tags={tags}, not release-keys")
             _check_unchanged(sent, came, came_names, apks)
+
+
+def _check_mac_permissions(
+    sent: ZipArchive,
+    came: ZipArchive,
+    names: set[str],
+    apks: Mapping[str, tuple[ApkCert, str | None]],
+    certificate: Callable[[str], Certificate],
+    work: Path,
+) -> None:
+    """Each mac_permissions.xml must be the sent policy with exactly sign_target_files' certificate replacements
+    (each re-signed APK's old signers -> its role's certificate): a policy edited afterwards could give another
+    signer the platform seinfo."""
+    from sealgate.apk.verifier import verify_apk
+
+    policies = sorted(name for name in names if name.endswith("mac_permissions.xml"))
+    if not policies:
+        return
+    replaced: dict[bytes, bytes] = {}
+    conflicts: set[bytes] = set()
+    for name, (_, role) in sorted(apks.items()):
+        if role is None:
+            continue
+        new = certificate(role).der
+        path = work / "sent.apk"
+        _write_apk(sent, name, path)
+        try:
+            before = verify_apk(path)
+        except SealgateError:
+            continue  # as sign_target_files: an APK that does not verify has no certificates to replace
+        for old in [signer.der for signer in before.signers] if before.verified else []:
+            if replaced.setdefault(old, new) != new:
+                conflicts.add(old)
+    for name in policies:
+        try:
+            expected = replace_certificates(_read(sent, name).decode("utf-8"), replaced, conflicts, name)
+        except UnicodeDecodeError:
+            raise ReleaseError(f"{name} was sent as something other than UTF-8 text") from None
+        if _read(came, name) != expected.encode("utf-8"):
+            raise ReleaseError(f"{name} is not the policy that was sent with the re-signed certificates put in")
 
 
 def _check_unchanged(
@@ -208,15 +257,7 @@ def _check_apk(archive: ZipArchive, name: str, expected: Certificate, role: str,
     from sealgate.apk.verifier import verify_apk
 
     path = work / "check.apk"
-    entry = archive.entry(name)
-    assert entry is not None
-    with open(path, "wb") as handle:
-        if name.endswith(".gz"):
-            with gzip.open(io.BytesIO(_read(archive, name))) as inflated:
-                shutil.copyfileobj(inflated, handle)
-        else:
-            for chunk in archive.iter_data(entry, max_size=2**34):
-                handle.write(chunk)
+    _write_apk(archive, name, path)
     try:
         report = verify_apk(path)
     except SealgateError as exc:
@@ -227,6 +268,18 @@ def _check_apk(archive: ZipArchive, name: str, expected: Certificate, role: str,
     if [signer.sha256 for signer in report.signers] != [expected.sha256]:
         found = ", ".join(signer.sha256 for signer in report.signers)
         raise ReleaseError(f"{name} is signed by {found}, not the {role} certificate {expected.sha256}")
+
+
+def _write_apk(archive: ZipArchive, name: str, path: Path) -> None:
+    entry = archive.entry(name)
+    assert entry is not None
+    with open(path, "wb") as handle:
+        if name.endswith(".gz"):
+            with gzip.open(io.BytesIO(_read(archive, name))) as inflated:
+                shutil.copyfileobj(inflated, handle)
+        else:
+            for chunk in archive.iter_data(entry, max_size=2**34):
+                handle.write(chunk)
 
 
 def _check_otacerts(archive: ZipArchive, name: str, ota: Certificate) -> None:
