@@ -213,6 +213,36 @@ def test_target_files_response_granting_a_seinfo_to_another_signer_is_refused(
         _check_target_files(tampered, unsigned, signers)
 
 
+def test_target_files_response_with_a_chained_image_signed_by_another_key_is_refused(
+    apksig_vectors: Path, tmp_path: Path
+) -> None:
+    from release_tools import WIFI_CERT, make_inputs, role_signer, write_target_files
+    from sealgate.avb.descriptors import ChainPartitionDescriptor, PropertyDescriptor
+    from sealgate.avb.keys import public_key_metadata
+    from sealgate.avb.vbmeta import build_vbmeta
+    from sealgate.errors import ReleaseError
+    from sealgate.release.apkcerts import KeyMap
+    from sealgate.release.target_files import sign_target_files
+
+    inputs = make_inputs(apksig_vectors, tmp_path / "inputs")
+    test_system = role_signer("test-system")
+    chain = ChainPartitionDescriptor(1, "vbmeta_system", public_key_metadata(test_system.public_key))
+    vbmeta = build_vbmeta([chain], role_signer("test-avb"), rollback_index=3, padding_size=4096)
+    properties = [PropertyDescriptor("com.android.build.system.os_version", b"14")]
+    system = build_vbmeta(properties, test_system, rollback_index=5, rollback_index_location=1, padding_size=4096)
+    extra = {"IMAGES/vbmeta.img": vbmeta, "IMAGES/vbmeta_system.img": system}
+    unsigned = write_target_files(tmp_path / "unsigned.zip", inputs, extra=extra)
+    signers = {**inputs.signers, "avb": role_signer("avb")}
+    signed = tmp_path / "signed.zip"
+    sign_target_files(unsigned, signed, KeyMap(dict(signers), {WIFI_CERT: "networkstack"}), rollback_index=7)
+    _check_target_files(signed, unsigned, signers)
+    other = build_vbmeta(properties, role_signer("attacker"), rollback_index=5, rollback_index_location=1,
+                         padding_size=4096)  # fmt: skip
+    tampered = _rewritten(signed, tmp_path / "tampered.zip", {"IMAGES/vbmeta_system.img": other})
+    with pytest.raises(ReleaseError, match=re.escape("IMAGES/vbmeta_system.img")):
+        _check_target_files(tampered, unsigned, signers)
+
+
 # --- fuzzing: only SealgateError escapes, and nothing hangs --------------------------------------------------------
 
 _FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

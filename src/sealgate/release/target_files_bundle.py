@@ -127,6 +127,8 @@ class TargetFilesHandler:
                         continue
                     _check_apk(came, name, certificate(role), role, Path(work))
                 _check_mac_permissions(sent, came, came_names, apks, certificate, Path(work))
+                if VBMETA in came_names:  # (verified with the avb key just below; its chains are read here)
+                    _check_chained(sent, came, _read(came, VBMETA), Path(work))
             ota = certificate(OTA_ROLE) if any(is_otacerts(name) for name in came_names) else None
             for name in sorted(came_names):
                 if is_otacerts(name):
@@ -180,6 +182,57 @@ def _check_mac_permissions(
             raise ReleaseError(f"{name} was sent as something other than UTF-8 text") from None
         if _read(came, name) != expected.encode("utf-8"):
             raise ReleaseError(f"{name} is not the policy that was sent with the re-signed certificates put in")
+
+
+def _check_chained(sent: ZipArchive, came: ZipArchive, vbmeta: bytes, work: Path) -> None:
+    """Each image vbmeta.img chains to must verify with the key its chain descriptor names and carry the sent
+    image's descriptors and contents: re-signing changes the signature and nothing else."""
+    from sealgate.avb.footer import read_image
+    from sealgate.avb.vbmeta import read_vbmeta, verify_vbmeta
+
+    try:
+        chains = read_vbmeta(vbmeta).chain_partitions()
+    except SealgateError as exc:
+        raise ReleaseError(f"{VBMETA} is malformed: {exc}") from exc
+    for partition, chain in sorted(chains.items()):
+        name = f"IMAGES/{partition}.img"
+        came_path, sent_path = work / "came.img", work / "sent.img"
+        for archive, path in ((came, came_path), (sent, sent_path)):
+            entry = archive.entry(name)
+            if entry is None:
+                raise ReleaseError(f"{VBMETA} chains to {name}, which the package does not hold")
+            with open(path, "wb") as handle:
+                for chunk in archive.iter_data(entry, max_size=2**40):
+                    handle.write(chunk)
+        try:
+            came_footer, came_image = read_image(came_path)
+            sent_footer, sent_image = read_image(sent_path)
+            verified = verify_vbmeta(came_image, [chain.public_key]).verified
+        except SealgateError as exc:
+            raise ReleaseError(f"{name} is malformed: {exc}") from exc
+        if not verified:
+            raise ReleaseError(f"{name} does not verify with the key {VBMETA} chains it to")
+        if came_image.descriptors != sent_image.descriptors:
+            raise ReleaseError(f"{name} does not carry the descriptors that were sent")
+        if (came_footer is None) != (sent_footer is None) or (
+            came_footer is not None
+            and sent_footer is not None
+            and (
+                came_footer.original_image_size != sent_footer.original_image_size
+                or _file_digest(came_path, came_footer.original_image_size)
+                != _file_digest(sent_path, sent_footer.original_image_size)
+            )
+        ):
+            raise ReleaseError(f"{name} does not hold the image that was sent")
+
+
+def _file_digest(path: Path, size: int) -> str:
+    hasher = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while size > 0 and (chunk := handle.read(min(size, 1 << 20))):
+            hasher.update(chunk)
+            size -= len(chunk)
+    return hasher.hexdigest()
 
 
 def _check_unchanged(
