@@ -66,6 +66,17 @@ def test_property_files_with_a_huge_offset_are_a_format_error() -> None:
         parse_property_files("payload.bin:" + "1" * 5000 + ":10")
 
 
+def test_payload_properties_with_a_huge_size_are_a_format_error() -> None:
+    import base64
+
+    from sealgate.ota.payload.properties import PayloadProperties
+
+    digest = base64.b64encode(bytes(32)).decode()
+    text = f"FILE_HASH={digest}\nFILE_SIZE={'9' * 5000}\nMETADATA_HASH={digest}\nMETADATA_SIZE=100\n"
+    with pytest.raises(SealgateError):  # the offline signer parses the online side's properties: no traceback there
+        PayloadProperties.parse(text)
+
+
 # --- finding 3: a signed manifest whose partition name or size no file can have --------------------------------
 
 
