@@ -77,6 +77,13 @@ def test_payload_properties_with_a_huge_size_are_a_format_error() -> None:
         PayloadProperties.parse(text)
 
 
+def test_build_prop_with_a_huge_build_date_is_a_format_error() -> None:
+    from sealgate.ota.build_prop import build_facts
+
+    with pytest.raises(SealgateError):  # target files from the online side, shown on the offline machine
+        build_facts({"ro.build.date.utc": "9" * 5000, "ro.product.device": "sargo"})
+
+
 # --- finding 3: a signed manifest whose partition name or size no file can have --------------------------------
 
 
