@@ -577,3 +577,39 @@ def test_fuzz_vbmeta(
         return
     if data[: len(image)] != image:
         assert not verdict.verified
+
+
+# the whole-file signature: the first thing a package from the mirror reaches on the device
+
+
+@pytest.fixture(scope="module")
+def signed_package(tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, object]:
+    from sealgate.ota.signer import sign_package
+    from sealgate.ota.whole_file import trusted_key
+    from test_ota_sign import _package, _signer
+
+    work = tmp_path_factory.mktemp("review-whole-file")
+    signer, _, _ = _signer("rsa", work)
+    sign_package(_package(work / "unsigned.zip"), work / "signed.zip", signer)
+    return (work / "signed.zip").read_bytes(), trusted_key(signer.certificate, "test")
+
+
+@_FUZZ
+@given(edits=st.lists(st.tuples(st.integers(1, 2048), st.integers(0, 255)), max_size=6), cut=_CUT, tail=_TAIL)
+def test_fuzz_whole_file_signature(
+    tmp_path: Path, signed_package: tuple[bytes, object], edits: list[tuple[int, int]], cut: int | None, tail: bytes
+) -> None:
+    from sealgate.ota.whole_file import verify_package
+
+    data, key = signed_package
+    mutated = bytearray(data)
+    for back, value in edits:  # the comment (PKCS#7 block and footer) and the end record, counted from the end
+        mutated[-min(back, len(mutated))] = value
+    if cut is not None:
+        del mutated[cut % (len(mutated) + 1) :]
+    path = tmp_path / "mutated.zip"
+    path.write_bytes(bytes(mutated) + tail)
+    result = verify_package(path, [key])  # type: ignore[list-item]
+    signed_length = len(data) - (data[-2] | data[-1] << 8) - 2
+    if result.verified:  # only the unsigned comment may differ (recovery ignores the certificates in it)
+        assert bytes(mutated)[:signed_length] == data[:signed_length]
