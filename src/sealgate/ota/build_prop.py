@@ -58,7 +58,7 @@ def build_facts(properties: dict[str, str], *, where: str = "build.prop") -> Bui
     timestamp_text = properties.get("ro.build.date.utc")
     timestamp = None
     if timestamp_text is not None:
-        if not timestamp_text.isascii() or not timestamp_text.isdigit():
+        if not timestamp_text.isascii() or not timestamp_text.isdigit() or len(timestamp_text) > 19:
             raise OtaFormatError(f"{where}: ro.build.date.utc is {timestamp_text!r}, not a number of seconds")
         timestamp = int(timestamp_text)
     device = properties.get("ro.product.device") or next(

@@ -162,6 +162,8 @@ def read_channel(data: bytes) -> Channel:
         raise ChannelFormatError("duplicate-key", f"the channel file is ambiguous: {exc}") from None
     except ValueError as exc:
         raise ChannelFormatError("not-json", f"the channel file is not valid JSON: {exc}") from None
+    except RecursionError:  # json's decoder recurses per nesting level; a hostile mirror can nest 4 MB deep
+        raise ChannelFormatError("not-json", "the channel file nests too deeply to be a channel file") from None
     fields = _object(document, "the channel file", _CHANNEL_FIELDS)
     if fields["format"] != FORMAT:
         raise ChannelFormatError("bad-value", f"this is not a sealgate channel file (format is {fields['format']!r})")

@@ -34,7 +34,7 @@ METADATA_PROTO_NAME = "META-INF/com/android/metadata.pb"
 SEPARATOR = "|"
 _MAX_METADATA = 1024 * 1024
 _SPL = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_TOKEN = re.compile(r"^([^:,\s]+):(\d+):(\d+)$")
+_TOKEN = re.compile(r"^([^:,\s]+):([0-9]{1,19}):([0-9]{1,19})$")  # ASCII digits, below int()'s limit
 _FLAGS = {
     "ota-wipe": "wipe",
     "ota-downgrade": "downgrade",
@@ -448,7 +448,7 @@ def _integer(values: dict[str, str], key: str) -> int:
     value = values.get(key)
     if value is None:
         return 0
-    if not value.isascii() or not value.isdigit():
+    if not value.isascii() or not value.isdigit() or len(value) > 19:  # 19 digits hold any value below 2**63
         raise OtaFormatError(f"{METADATA_NAME}: {key} must be a non-negative integer, not {value[:40]!r}")
     return int(value)
 

@@ -39,10 +39,18 @@ from sealgate.release.apkcerts import (
     compressed_extension,
     parse_apkcerts,
 )
-from sealgate.release.build_props import is_build_prop_file, parse_props, release_refusals
+from sealgate.release.build_props import is_build_prop_file, parse_props, release_refusals, rewrite_props
 from sealgate.release.misc_info import parse_misc_info
 from sealgate.release.otacerts import is_otacerts
-from sealgate.release.target_files import APKCERTS, MISC_INFO, OTA_ROLE, VBMETA_DIGEST, sign_target_files
+from sealgate.release.target_files import (
+    APKCERTS,
+    MISC_INFO,
+    OTA_ROLE,
+    OTAKEYS,
+    VBMETA_DIGEST,
+    replace_certificates,
+    sign_target_files,
+)
 from sealgate.release.verified_boot import AVB_ROLE, VBMETA
 from sealgate.signing import Signer
 from sealgate.ziparchive import ZipArchive, not_a_zip_reason
@@ -118,6 +126,9 @@ class TargetFilesHandler:
                             raise ReleaseError(f"{name} is {cert.certificate} but is not the APK that was sent")
                         continue
                     _check_apk(came, name, certificate(role), role, Path(work))
+                _check_mac_permissions(sent, came, came_names, apks, certificate, Path(work))
+                if VBMETA in came_names:  # (verified with the avb key just below; its chains are read here)
+                    _check_chained(sent, came, _read(came, VBMETA), Path(work))
             ota = certificate(OTA_ROLE) if any(is_otacerts(name) for name in came_names) else None
             for name in sorted(came_names):
                 if is_otacerts(name):
@@ -130,6 +141,127 @@ class TargetFilesHandler:
             ) else "release-keys"  # fmt: skip
             if tags != "release-keys":
                 raise ReleaseError(f"SYSTEM/build.prop says ro.build.tags={tags}, not release-keys")
+            _check_unchanged(sent, came, came_names, apks)
+
+
+def _check_mac_permissions(
+    sent: ZipArchive,
+    came: ZipArchive,
+    names: set[str],
+    apks: Mapping[str, tuple[ApkCert, str | None]],
+    certificate: Callable[[str], Certificate],
+    work: Path,
+) -> None:
+    """Each mac_permissions.xml must be the sent policy with exactly sign_target_files' certificate replacements
+    (each re-signed APK's old signers -> its role's certificate): a policy edited afterwards could give another
+    signer the platform seinfo."""
+    from sealgate.apk.verifier import verify_apk
+
+    policies = sorted(name for name in names if name.endswith("mac_permissions.xml"))
+    if not policies:
+        return
+    replaced: dict[bytes, bytes] = {}
+    conflicts: set[bytes] = set()
+    for name, (_, role) in sorted(apks.items()):
+        if role is None:
+            continue
+        new = certificate(role).der
+        path = work / "sent.apk"
+        _write_apk(sent, name, path)
+        try:
+            before = verify_apk(path)
+        except SealgateError:
+            continue  # as sign_target_files: an APK that does not verify has no certificates to replace
+        for old in [signer.der for signer in before.signers] if before.verified else []:
+            if replaced.setdefault(old, new) != new:
+                conflicts.add(old)
+    for name in policies:
+        try:
+            expected = replace_certificates(_read(sent, name).decode("utf-8"), replaced, conflicts, name)
+        except UnicodeDecodeError:
+            raise ReleaseError(f"{name} was sent as something other than UTF-8 text") from None
+        if _read(came, name) != expected.encode("utf-8"):
+            raise ReleaseError(f"{name} is not the policy that was sent with the re-signed certificates put in")
+
+
+def _check_chained(sent: ZipArchive, came: ZipArchive, vbmeta: bytes, work: Path) -> None:
+    """Each image vbmeta.img chains to must verify with the key its chain descriptor names and carry the sent
+    image's descriptors and contents: re-signing changes the signature and nothing else."""
+    from sealgate.avb.footer import read_image
+    from sealgate.avb.vbmeta import read_vbmeta, verify_vbmeta
+
+    try:
+        chains = read_vbmeta(vbmeta).chain_partitions()
+    except SealgateError as exc:
+        raise ReleaseError(f"{VBMETA} is malformed: {exc}") from exc
+    for partition, chain in sorted(chains.items()):
+        name = f"IMAGES/{partition}.img"
+        came_path, sent_path = work / "came.img", work / "sent.img"
+        for archive, path in ((came, came_path), (sent, sent_path)):
+            entry = archive.entry(name)
+            if entry is None:
+                raise ReleaseError(f"{VBMETA} chains to {name}, which the package does not hold")
+            with open(path, "wb") as handle:
+                for chunk in archive.iter_data(entry, max_size=2**40):
+                    handle.write(chunk)
+        try:
+            came_footer, came_image = read_image(came_path)
+            sent_footer, sent_image = read_image(sent_path)
+            verified = verify_vbmeta(came_image, [chain.public_key]).verified
+        except SealgateError as exc:
+            raise ReleaseError(f"{name} is malformed: {exc}") from exc
+        if not verified:
+            raise ReleaseError(f"{name} does not verify with the key {VBMETA} chains it to")
+        if came_image.descriptors != sent_image.descriptors:
+            raise ReleaseError(f"{name} does not carry the descriptors that were sent")
+        if (came_footer is None) != (sent_footer is None) or (
+            came_footer is not None
+            and sent_footer is not None
+            and (
+                came_footer.original_image_size != sent_footer.original_image_size
+                or _file_digest(came_path, came_footer.original_image_size)
+                != _file_digest(sent_path, sent_footer.original_image_size)
+            )
+        ):
+            raise ReleaseError(f"{name} does not hold the image that was sent")
+
+
+def _file_digest(path: Path, size: int) -> str:
+    hasher = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while size > 0 and (chunk := handle.read(min(size, 1 << 20))):
+            hasher.update(chunk)
+            size -= len(chunk)
+    return hasher.hexdigest()
+
+
+def _check_unchanged(
+    sent: ZipArchive, came: ZipArchive, names: set[str], apks: Mapping[str, tuple[ApkCert, str | None]]
+) -> None:
+    """Every entry sign_target_files copies as it is (images, binaries, radio, ...) must be the one that was sent,
+    and every build.prop exactly its release-keys rewrite: the checks above cover only what signing changes."""
+    from sealgate.avb.vbmeta import read_vbmeta
+
+    rewritten = {VBMETA, MISC_INFO, OTAKEYS, VBMETA_DIGEST}
+    if VBMETA in names:  # the chained images are re-signed (vbmeta.img, which names them, was verified above)
+        rewritten |= {f"IMAGES/{partition}.img" for partition in read_vbmeta(_read(came, VBMETA)).chain_partitions()}
+    for name in sorted(names):
+        if (
+            apks.get(name, (None, None))[1] is not None
+            or is_otacerts(name)
+            or name in rewritten
+            or name.endswith("mac_permissions.xml")
+        ):
+            continue
+        if _digest(came, name) == _digest(sent, name):
+            continue
+        if is_build_prop_file(name):
+            try:
+                if _read(came, name) == rewrite_props(_read(sent, name).decode("utf-8")).encode("utf-8"):
+                    continue
+            except (UnicodeDecodeError, ReleaseError):
+                pass
+        raise ReleaseError(f"{name} is not the entry that was sent: signing copies it unchanged")
 
 
 def _rollback_text(options: Mapping[str, Any]) -> str:
@@ -178,15 +310,7 @@ def _check_apk(archive: ZipArchive, name: str, expected: Certificate, role: str,
     from sealgate.apk.verifier import verify_apk
 
     path = work / "check.apk"
-    entry = archive.entry(name)
-    assert entry is not None
-    with open(path, "wb") as handle:
-        if name.endswith(".gz"):
-            with gzip.open(io.BytesIO(_read(archive, name))) as inflated:
-                shutil.copyfileobj(inflated, handle)
-        else:
-            for chunk in archive.iter_data(entry, max_size=2**34):
-                handle.write(chunk)
+    _write_apk(archive, name, path)
     try:
         report = verify_apk(path)
     except SealgateError as exc:
@@ -197,6 +321,18 @@ def _check_apk(archive: ZipArchive, name: str, expected: Certificate, role: str,
     if [signer.sha256 for signer in report.signers] != [expected.sha256]:
         found = ", ".join(signer.sha256 for signer in report.signers)
         raise ReleaseError(f"{name} is signed by {found}, not the {role} certificate {expected.sha256}")
+
+
+def _write_apk(archive: ZipArchive, name: str, path: Path) -> None:
+    entry = archive.entry(name)
+    assert entry is not None
+    with open(path, "wb") as handle:
+        if name.endswith(".gz"):
+            with gzip.open(io.BytesIO(_read(archive, name))) as inflated:
+                shutil.copyfileobj(inflated, handle)
+        else:
+            for chunk in archive.iter_data(entry, max_size=2**34):
+                handle.write(chunk)
 
 
 def _check_otacerts(archive: ZipArchive, name: str, ota: Certificate) -> None:

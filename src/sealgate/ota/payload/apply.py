@@ -137,7 +137,11 @@ class _Applier:
                 os.close(source_fd)
             raise PayloadError(f"cannot create {path}: {exc.strerror}") from None
         try:
-            os.ftruncate(out, int(partition.new_partition_info.size))
+            try:
+                os.ftruncate(out, int(partition.new_partition_info.size))
+            except OSError as exc:  # EFBIG, ENOSPC: the image cannot exist here
+                raise PayloadError(f"partition {name!r}: cannot make a {partition.new_partition_info.size}-byte "
+                                   f"image: {exc.strerror}") from None  # fmt: skip
             for index, operation in enumerate(partition.operations):
                 self._perform(operation, out, source_fd, f"partition {name!r} operation {index}")
             if _fd_sha256(out, int(partition.new_partition_info.size)) != bytes(partition.new_partition_info.hash):

@@ -116,6 +116,6 @@ def _hash(value: str, key: str) -> bytes:
 
 
 def _size(value: str, key: str) -> int:
-    if not value.isascii() or not value.isdigit() or (len(value) > 1 and value.startswith("0")):
+    if not value.isascii() or not value.isdigit() or (len(value) > 1 and value.startswith("0")) or len(value) > 19:
         raise PayloadError(f"payload properties: {key} is not a decimal size")
     return int(value)

@@ -30,6 +30,8 @@ BLOCK_SIZE = 4096
 FULL_MINOR_VERSION = 0
 SUPPORTED_DELTA_MINOR_VERSIONS = range(2, 10)
 HASH_SIZE = 32
+#: Partition sizes (and so every extent's byte offset) stay below what a file offset (off_t) can hold.
+MAX_PARTITION_SIZE = 1 << 62
 _SPARSE_HOLE = (1 << 64) - 1
 #: Operations that read the source partition.
 SOURCE_OPERATIONS = frozenset(
@@ -272,7 +274,7 @@ def check_manifest(manifest: Any, data_size: int) -> None:
         name = partition.partition_name
         if not isinstance(name, str):  # proto2 strings are not checked for UTF-8 when parsed
             raise PayloadError(f"the manifest names a partition {name!r} that is not UTF-8 text")
-        if not name or "/" in name or name in (".", "..") or name in names:
+        if not name or "/" in name or "\x00" in name or name in (".", "..") or name in names:
             raise PayloadError(f"the manifest names the partition {name!r} twice or in a form that cannot be a file")
         names.add(name)
         next_offset = _check_partition(partition, next_offset, end)
@@ -285,12 +287,16 @@ def _check_partition(partition: Any, next_offset: int, end: int) -> int:
     info = partition.new_partition_info
     if not partition.HasField("new_partition_info") or len(info.hash) != HASH_SIZE or info.size % BLOCK_SIZE:
         raise PayloadError(f"partition {name!r}: new_partition_info lacks a block-aligned size or a SHA-256 hash")
+    if info.size >= MAX_PARTITION_SIZE:  # no file (ftruncate, pwrite offsets) can be that large
+        raise PayloadError(f"partition {name!r}: new_partition_info's size {info.size} is impossible")
     blocks = int(info.size) // BLOCK_SIZE
     old_blocks = 0
     if partition.HasField("old_partition_info"):
         old = partition.old_partition_info
         if len(old.hash) != HASH_SIZE or old.size % BLOCK_SIZE:
             raise PayloadError(f"partition {name!r}: old_partition_info lacks a block-aligned size or a SHA-256 hash")
+        if old.size >= MAX_PARTITION_SIZE:
+            raise PayloadError(f"partition {name!r}: old_partition_info's size {old.size} is impossible")
         old_blocks = int(old.size) // BLOCK_SIZE
     for index, operation in enumerate(partition.operations):
         where = f"partition {name!r} operation {index}"
