@@ -71,6 +71,7 @@ class Kit:
         spl: str | None = None,
         downgrade: bool = False,
         wipe: bool = False,
+        max_timestamp: int | None = None,
     ) -> Path:
         """A signed A/B OTA package made by the real pipeline (full, or incremental from `source`)."""
         signer = (key or self.release).signer
@@ -79,10 +80,15 @@ class Kit:
         images = {image.stem: image for image in sorted(target.images.glob("*.img"))}
         payload = work / "payload.bin"
         unsigned = work / "payload-unsigned.bin"
+        # releasetools' max_timestamp: the target's build time, or the source's for a downgrade package.
+        post_timestamp = timestamp if timestamp is not None else target.timestamp
+        if max_timestamp is None:
+            max_timestamp = source.timestamp if downgrade and source is not None else post_timestamp
         if source is None:
-            write_full_payload(images, unsigned)
+            write_full_payload(images, unsigned, max_timestamp=max_timestamp)
         else:
-            write_delta_payload({i.stem: i for i in sorted(source.images.glob("*.img"))}, images, unsigned)
+            source_images = {i.stem: i for i in sorted(source.images.glob("*.img"))}
+            write_delta_payload(source_images, images, unsigned, max_timestamp=max_timestamp)
         properties = sign_payload(unsigned, payload, signer)
         (work / "payload_properties.txt").write_text(properties.to_text())
         pre = pre_build if pre_build is not None else (source.fingerprint if source is not None else None)
@@ -90,7 +96,7 @@ class Kit:
             device=device,
             post_build=target.fingerprint,
             post_build_incremental=f"100{target.n}",
-            post_timestamp=timestamp if timestamp is not None else target.timestamp,
+            post_timestamp=post_timestamp,
             post_security_patch_level=spl or target.spl,
             pre_build=[pre] if pre else None,
             pre_build_incremental=pre.split("/")[4].split(":")[0] if pre else None,
@@ -150,6 +156,7 @@ def packages(kit: Kit) -> dict[str, Path]:
         "older-spl": kit.package("older-spl", b[2], spl="2024-01-05"),
         "downgrade-wipe": kit.package("downgrade-wipe", b[2], source=b[1], timestamp=1, downgrade=True, wipe=True),
         "stranger": kit.package("stranger", b[2], key=kit.stranger),
+        "stale-payload": kit.package("stale-payload", b[2], max_timestamp=b[1].timestamp - 1),
     }
 
 
@@ -250,6 +257,14 @@ def test_tampered_payload_is_refused_even_when_the_package_is_re_signed(
     resigned = tmp_path / "resigned.zip"
     sign_package(tampered, resigned, kit.release.signer)
     refused(capsys, phone, resigned, "PAYLOAD_REFUSED")
+
+
+def test_a_payload_older_than_the_running_build_is_refused(
+    phone: Path, packages: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """update_engine's ValidateManifest: the signed payload's max_timestamp is older than ro.build.date.utc, even
+    though the package metadata says a newer build; the slots and database stay as they were."""
+    refused(capsys, phone, packages["stale-payload"], "PAYLOAD_TIMESTAMP")
 
 
 def test_a_package_that_is_not_a_package_is_refused(

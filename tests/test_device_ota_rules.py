@@ -30,6 +30,7 @@ from sealgate.device.ota_rules import (
 )
 from sealgate.device.updater import OtaSetup, Updater
 from sealgate.errors import DeviceError
+from sealgate.ota.payload.apply import ApplyResult
 from sealgate.ota.payload.properties import PayloadProperties
 
 DEVICE = "sargo"
@@ -383,11 +384,12 @@ def gate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
     written = write_images(tmp_path / "v2", b"v2", {"system": 8192})
     behaviour: dict[str, object] = {"metadata": Meta(), "fail": None}
 
-    def fake_apply(payload: Path, target: Path, **options: object) -> None:
+    def fake_apply(payload: Path, target: Path, **options: object) -> ApplyResult:
         assert options["source_dir"] is not None and options["public_keys"]
         (target / "system.img").write_bytes((written / "system.img").read_bytes())
         if behaviour["fail"]:
             raise OtaFormatError(str(behaviour["fail"]))
+        return ApplyResult(target, max_timestamp=2**40)
 
     monkeypatch.setattr(updater_module, "read_package_metadata", lambda path: behaviour["metadata"])
     monkeypatch.setattr(updater_module, "entry_data_range", lambda path, name: (0, 13))
@@ -437,14 +439,15 @@ def test_apply_refusals_and_failures_change_nothing(
 
             real_apply = updater_module.apply_payload  # the stand-in the fixture installed
 
-            def racing(payload: Path, target: Path, **options: object) -> None:
-                real_apply(payload, target, **options)
+            def racing(payload: Path, target: Path, **options: object) -> ApplyResult:
+                result = real_apply(payload, target, **options)
                 other = DeviceState.open(phone)  # another process boots the device meanwhile, say
                 current = other.ota_state()
                 assert current is not None
                 with other.transaction() as writer:
                     writer.put_ota_state(dataclasses.replace(current, rollback_index=current.rollback_index + 1))
                 other.close()
+                return result
 
             monkeypatch.setattr(updater_module, "apply_payload", racing)
             decision = updater.apply(packages["good"])

@@ -18,6 +18,10 @@ Android's, read from AOSP:
 * build/make/tools/releasetools ota_from_target_files: a downgrade package is always a wiping one ("Cannot downgrade
   without a data wipe"). This device therefore allows a timestamp or security-patch downgrade only when the package
   says both ota-downgrade and ota-wipe, and then wipes user data at the first boot of the new slot.
+* update_engine (payload_consumer/delta_performer.cc, ValidateManifest): a full payload whose manifest
+  max_timestamp is older than the running build's ro.build.date.utc is refused (kPayloadTimestampError) before
+  anything is written; releasetools sets max_timestamp to the target's build time, or the source's for a downgrade,
+  so genuine packages pass. It is signed with the payload, so it holds even if the package metadata were wrong.
 * update_engine (update_attempter_android.cc): an update that was applied and waits for its reboot refuses another
   one until the device reboots.
 * Boot: boot_control's slot metadata (hardware/interfaces/boot/1.1, libboot_control's default of 7 tries): the
@@ -253,6 +257,19 @@ class OtaDecision:
             "build": self.build.to_json() if self.build is not None else None,
             "wipe": self.wipe,
         }
+
+
+def check_payload_timestamp(state: OtaState, max_timestamp: int, build: BuildInfo | None) -> OtaDecision | None:
+    """update_engine's max_timestamp rule for a verified payload: None when it may be applied, else the refusal."""
+    installed = state.installed.timestamp
+    if max_timestamp < installed:
+        return refuse(
+            "PAYLOAD_TIMESTAMP",
+            f"the payload's max_timestamp ({max_timestamp}) is older than the running build's timestamp ({installed}):"
+            " update_engine refuses it",
+            build,
+        )
+    return None
 
 
 def refuse(code: str, reason: str, build: BuildInfo | None = None) -> OtaDecision:

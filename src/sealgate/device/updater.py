@@ -54,6 +54,7 @@ from sealgate.device.ota_rules import (
     SlotStatus,
     UpdateOffer,
     applied_state,
+    check_payload_timestamp,
     choose_update,
     decide_boot,
     decide_package,
@@ -283,7 +284,7 @@ class Updater:
             try:
                 offset, size = entry_data_range(package, PAYLOAD)
                 properties = _payload_properties(package)
-                apply_payload(
+                applied = apply_payload(
                     package,
                     staging,
                     public_keys=public_keys,
@@ -294,6 +295,9 @@ class Updater:
                 )
             except FormatError as exc:
                 return refuse("PAYLOAD_REFUSED", f"the payload was not applied: {exc}", decision.build)
+            too_old = check_payload_timestamp(state, applied.max_timestamp, decision.build)
+            if too_old is not None:  # checked once the payload's signature holds; the staging copy is discarded
+                return too_old
             if properties.header("POWERWASH") == "1" and not decision.wipe:  # update_engine wipes on POWERWASH=1
                 decision = dataclasses.replace(decision, wipe=True, reason=f"{decision.reason}; user data is wiped")
             slots.complete_from(staging, source)
