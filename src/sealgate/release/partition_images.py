@@ -1,0 +1,522 @@
+"""Rebuilding the filesystem images of a re-signed target-files package, as add_img_to_target_files does.
+
+sign_target_files_apks drops IMAGES/ and lets build/make/tools/releasetools/add_img_to_target_files.py regenerate
+every image from the signed directories (CreateImage -> build_image.py BuildImage). Here only the images whose
+source directory changed during signing are rebuilt, and only EROFS ones, with Debian's erofs-utils:
+
+- the partition's directory (SYSTEM/ -> the image root, VENDOR/ -> vendor.img's root, as CreateImage maps
+  `what.upper()`) is staged from the signed package; META/filesystem_config.txt (system) or
+  META/<part>_filesystem_config.txt gives every path's uid, gid, mode and capabilities (build_image's
+  fs_config). Its paths carry the mount point ("system/bin/sh", "vendor/bin/..."); a path is looked up as given
+  and without its "<part>/" prefix. A staged file the fs_config does not describe is refused: the build's
+  fs_config covers every file, so a gap means the package is not the build's.
+- Debian's mkfs.erofs is built without Android's --fs-config-file, so the modes, owners and capabilities
+  (security.capability, a VFS_CAP_REVISION_2 xattr with the effective bit, as fs_config's capabilities= become)
+  are applied to the staged tree itself. Owners and capabilities need root; without root the build is refused
+  unless the caller accepts an image whose files all belong to root (mkfs.erofs --all-root).
+- SELinux labels: misc_info's <part>_selinux_fc (or selinux_fc) is passed as --file-contexts when it is the
+  text form; a compiled file_contexts.bin is refused (libselinux's compiled format depends on the PCRE build that
+  wrote it, and an image labelled from a misread policy would not boot enforcing). Debian's mkfs.erofs has no
+  --mount-point, so labels are looked up with paths from the image root: only partitions mounted at / (system,
+  system-as-root) can be labelled; file contexts for another partition are refused.
+- Determinism, as add_img_to_target_files makes it: uuid_seed = "<part>-" + the partition's build fingerprint,
+  the filesystem UUID = uuid5(NAMESPACE_URL, uuid_seed), hash_seed = uuid5(NAMESPACE_URL, "hash_seed-" +
+  uuid_seed) and the AVB salt sha256(hash_seed) (build_image.py), every timestamp ro.build.date.utc (-T).
+  <part>_erofs_compressor / erofs_default_compressor and <part>_erofs_pcluster_size become -z and -C. Images are
+  written raw (not sparse): the AVB code reads raw images.
+- the dm-verity hash tree and AVB footer (`sealgate.avb.images.add_hashtree_footer`) at <part>_size, with the
+  --prop and --hash_algorithm arguments of avb_<part>_add_hashtree_footer_args; the footer's vbmeta is unsigned
+  unless vbmeta.img chains to the partition (then it is signed by the chained key, avb_<part> or avb). Every vbmeta
+  image of the package holding a hashtree descriptor for the partition (vbmeta.img, vbmeta_system.img, ...) gets
+  the new descriptor (root digest, salt, sizes) and is re-signed with its own key, everything else kept.
+
+A partition that needs rebuilding and cannot be (ext4: Debian's mke2fs -d cannot apply Android's fs_config, and
+e2fsdroid is not packaged; a boot image; a missing tool) is refused, naming every one, before anything is
+written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shlex
+import shutil
+import stat
+import struct
+import subprocess
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from sealgate.apk.signing.output import AtomicOutput
+from sealgate.avb.descriptors import Descriptor, HashtreeDescriptor
+from sealgate.avb.footer import read_image
+from sealgate.avb.images import add_hashtree_footer
+from sealgate.avb.vbmeta import read_vbmeta, resign_vbmeta
+from sealgate.errors import AvbFormatError, ReleaseError, UsageError, ZipFormatError
+from sealgate.release.apkcerts import KeyMap
+from sealgate.release.build_props import parse_props
+from sealgate.release.misc_info import parse_misc_info
+from sealgate.release.verified_boot import AVB_ROLE, VBMETA
+from sealgate.release.zip_writer import ZipWriter, central_attributes, is_symlink
+from sealgate.signing import Signer
+from sealgate.ziparchive import METHOD_DEFLATED, ZipArchive
+
+MKFS_EROFS = "mkfs.erofs"
+MISC_INFO = "META/misc_info.txt"
+#: add_img_to_target_files builds these from <PART>/ with CreateImage.
+FILESYSTEM_PARTITIONS = (
+    "system", "system_ext", "product", "vendor", "odm", "vendor_dlkm", "odm_dlkm", "system_dlkm", "system_other",
+)  # fmt: skip
+#: When ro.build.date.utc is missing: the timestamp every zip entry gets (2009-01-01).
+_FALLBACK_TIMESTAMP = 1230768000
+_VFS_CAP_REVISION_2 = 0x02000000
+_VFS_CAP_FLAGS_EFFECTIVE = 0x000001
+_MAX_TEXT = 16 * 1024 * 1024
+_MAX_VBMETA = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class FsConfigEntry:
+    """One line of filesystem_config.txt: `path uid gid mode [selabel=...] [capabilities=0x...]`."""
+
+    path: str
+    uid: int
+    gid: int
+    mode: int
+    capabilities: int = 0
+
+
+@dataclass
+class RebuiltImages:
+    """What `rebuild_partition_images` wrote: the rebuilt images and the re-signed vbmeta images, and notes."""
+
+    rebuilt: list[str] = field(default_factory=list)
+    resigned: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
+    root_owned: list[str] = field(default_factory=list)
+
+
+def partition_of(image: str) -> str:
+    """IMAGES/system.img -> system."""
+    return Path(image).stem
+
+
+def wants_rebuild(misc_info: dict[str, str], images: Sequence[str]) -> bool:
+    """The default of --rebuild-images: some stale image is an EROFS partition and mkfs.erofs is installed."""
+    erofs = any(misc_info.get(f"{partition_of(image)}_fs_type") == "erofs" for image in images)
+    return erofs and shutil.which(MKFS_EROFS) is not None
+
+
+def parse_fs_config(text: str, where: str) -> dict[str, FsConfigEntry]:
+    """filesystem_config.txt by path (no leading or trailing slash; "" is the root)."""
+    entries: dict[str, FsConfigEntry] = {}
+    for number, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        fields = line.split()
+        if line[0].isspace():
+            fields.insert(0, "")  # the root directory's line starts with its empty path
+        if len(fields) < 4:
+            raise ReleaseError(f"{where} line {number} is not 'path uid gid mode ...': {line!r}")
+        path, uid, gid, mode = fields[:4]
+        capabilities = 0
+        try:
+            for extra in fields[4:]:
+                if extra.startswith("capabilities="):
+                    capabilities = int(extra.split("=", 1)[1], 0)
+            entry = FsConfigEntry(path.strip("/"), int(uid), int(gid), int(mode, 8), capabilities)
+        except ValueError as exc:
+            raise ReleaseError(f"{where} line {number} has a malformed number: {line!r}") from exc
+        entries[entry.path] = entry
+    return entries
+
+
+def rebuild_partition_images(
+    signed_zip: Path,
+    output_zip: Path,
+    images: Sequence[str],
+    keys: KeyMap,
+    work: Path,
+    *,
+    accept_root_owned: bool = False,
+) -> RebuiltImages:
+    """Write `output_zip`: `signed_zip` with `images` rebuilt from its signed directories (module docstring).
+
+    ReleaseError, with nothing written at `output_zip`, for an image that cannot be rebuilt; every such image is
+    named in one sentence.
+    """
+    result = RebuiltImages()
+    with _open(signed_zip) as archive:
+        misc_info = parse_misc_info(_text(archive, MISC_INFO) or "")
+        _refuse_unbuildable(archive, misc_info, images, accept_root_owned)
+        replacements: dict[str, Path] = {}
+        descriptors: dict[str, HashtreeDescriptor] = {}
+        vbmeta_data = _small(archive, VBMETA)
+        chains = read_vbmeta(vbmeta_data).chain_partitions() if vbmeta_data is not None else {}
+        for image in images:
+            partition = partition_of(image)
+            path = _build_image(archive, misc_info, partition, work, accept_root_owned, result)
+            descriptor = _add_footer(archive, misc_info, partition, path, keys, chains)
+            if descriptor is not None:
+                descriptors[partition] = descriptor
+            replacements[image] = path
+            result.rebuilt.append(image)
+        for name, data in _resigned_vbmeta(archive, descriptors, keys).items():
+            path = work / Path(name).name
+            path.write_bytes(data)
+            replacements[name] = path
+            result.resigned.append(name)
+        stale_maps = {f"IMAGES/{partition_of(image)}.map" for image in images}
+        attributes = central_attributes(archive)
+        with AtomicOutput(output_zip) as output:
+            writer = ZipWriter(output.fd)
+            for index, entry in enumerate(archive.entries):
+                if entry.name in stale_maps:
+                    result.dropped.append(entry.name)  # the block map of the old image
+                elif entry.name in replacements:
+                    writer.add_file(entry.name, replacements[entry.name], deflate=entry.method == METHOD_DEFLATED,
+                                    attributes=attributes[index][1])  # fmt: skip
+                else:
+                    writer.copy_entry(archive, entry, attributes[index])
+            writer.finish()
+            output.commit()
+    return result
+
+
+# -- checks before anything is built ---------------------------------------------------------------------------
+
+
+def _refuse_unbuildable(
+    archive: ZipArchive, misc_info: dict[str, str], images: Sequence[str], accept_root_owned: bool
+) -> None:
+    problems = []
+    for image in images:
+        partition = partition_of(image)
+        fs_type = misc_info.get(f"{partition}_fs_type")
+        if partition not in FILESYSTEM_PARTITIONS:
+            problems.append(f"{image} is not a filesystem image add_img_to_target_files builds from a directory")
+        elif fs_type != "erofs":
+            problems.append(
+                f"{image} is {fs_type or 'of no declared filesystem'} ({partition}_fs_type in {MISC_INFO}); only "
+                "EROFS images are rebuilt (Debian's mke2fs cannot apply Android's fs_config)"
+            )
+        elif archive.entry(_fs_config_name(partition)) is None:
+            problems.append(f"{image}: the package has no {_fs_config_name(partition)} to give its files' modes")
+        else:
+            context = _file_contexts(misc_info, partition)
+            if context is not None and context.endswith(".bin"):
+                problems.append(
+                    f"{image}: {context} is a compiled file_contexts.bin; give the text form (compiled contexts "
+                    "depend on the PCRE build that wrote them)"
+                )
+            elif context is not None and partition != "system":
+                problems.append(
+                    f"{image}: Debian's mkfs.erofs cannot label a partition mounted below / (no --mount-point)"
+                )
+            elif context is not None and archive.entry(context) is None:
+                problems.append(f"{image}: its file contexts {context} are not in the package")
+            elif not accept_root_owned and not _running_as_root():
+                owned = _non_root_entries(archive, partition)
+                if owned:
+                    problems.append(
+                        f"{image}: {len(owned)} path(s) need an owner other than root or capabilities (e.g. "
+                        f"{owned[0]}), which only root can give; run as root or accept root-owned files"
+                    )
+    if shutil.which(MKFS_EROFS) is None:
+        problems.append(f"{MKFS_EROFS} is not installed (Debian package erofs-utils)")
+    if problems:
+        raise ReleaseError("cannot rebuild the partition images: " + "; ".join(problems) + "; nothing was written")
+
+
+def _running_as_root() -> bool:
+    return os.geteuid() == 0
+
+
+def _non_root_entries(archive: ZipArchive, partition: str) -> list[str]:
+    config = _fs_config(archive, partition)
+    return [e.path for e in config.values() if e.uid or e.gid or e.capabilities]
+
+
+def _fs_config_name(partition: str) -> str:
+    return "META/filesystem_config.txt" if partition == "system" else f"META/{partition}_filesystem_config.txt"
+
+
+def _fs_config(archive: ZipArchive, partition: str) -> dict[str, FsConfigEntry]:
+    name = _fs_config_name(partition)
+    return parse_fs_config(_text(archive, name) or "", name)
+
+
+def _file_contexts(misc_info: dict[str, str], partition: str) -> str | None:
+    """The package entry of the partition's file contexts (misc_info names them META/...), if any."""
+    value = misc_info.get(f"{partition}_selinux_fc") or misc_info.get("selinux_fc")
+    if not value:
+        return None
+    return value if value.startswith("META/") else f"META/{Path(value).name}"
+
+
+# -- building one image ----------------------------------------------------------------------------------------
+
+
+def _build_image(
+    archive: ZipArchive,
+    misc_info: dict[str, str],
+    partition: str,
+    work: Path,
+    accept_root_owned: bool,
+    result: RebuiltImages,
+) -> Path:
+    root = work / f"stage-{partition}"
+    _stage(archive, partition, root)
+    as_root = _running_as_root()
+    _apply_fs_config(root, _fs_config(archive, partition), partition, as_root=as_root)
+    uuid_seed = f"{partition}-{_fingerprint(archive, partition)}"
+    command = [MKFS_EROFS, "--quiet", f"-T{_timestamp(archive, partition)}",
+               f"-U{uuid.uuid5(uuid.NAMESPACE_URL, uuid_seed)}"]  # fmt: skip
+    if not as_root:
+        command.append("--all-root")
+        if accept_root_owned:
+            result.root_owned.append(f"IMAGES/{partition}.img")
+    compressor = misc_info.get(f"{partition}_erofs_compressor") or misc_info.get("erofs_default_compressor")
+    if compressor:
+        command.append(f"-z{compressor}")
+    pcluster = misc_info.get(f"{partition}_erofs_pcluster_size") or misc_info.get("erofs_pcluster_size")
+    if pcluster:
+        command.append(f"-C{pcluster}")
+    context = _file_contexts(misc_info, partition)
+    if context is not None:
+        contexts = work / f"{partition}_file_contexts"
+        contexts.write_text(_text(archive, context) or "", encoding="utf-8")
+        command.append(f"--file-contexts={contexts}")
+    image = work / f"{partition}.img"
+    image.unlink(missing_ok=True)
+    done = subprocess.run([*command, str(image), str(root)], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise ReleaseError(f"{MKFS_EROFS} failed for {partition}: {(done.stderr or done.stdout).strip()}")
+    shutil.rmtree(root)
+    return image
+
+
+def _stage(archive: ZipArchive, partition: str, root: Path) -> None:
+    """Extract <PART>/ into `root`, symlinks as symlinks; refuses names that would leave `root`."""
+    prefix = partition.upper() + "/"
+    attributes = central_attributes(archive)
+    root.mkdir()
+    for index, entry in enumerate(archive.entries):
+        if not entry.name.startswith(prefix) or entry.name == prefix:
+            continue
+        relative = entry.name[len(prefix) :]
+        parts = relative.rstrip("/").split("/")
+        if any(part in ("", ".", "..") for part in parts):
+            raise ReleaseError(f"{entry.name}: a path that cannot be staged")
+        target = root.joinpath(*parts)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if entry.is_directory:
+            target.mkdir(exist_ok=True)
+        elif is_symlink(attributes[index]):
+            target.symlink_to(archive.read(entry, max_size=4096).decode("utf-8"))
+        else:
+            with open(target, "wb") as handle:
+                for chunk in archive.iter_data(entry):
+                    handle.write(chunk)
+
+
+def _apply_fs_config(root: Path, config: dict[str, FsConfigEntry], partition: str, *, as_root: bool) -> None:
+    unlisted = []
+    for directory, subdirectories, files in os.walk(root):
+        for name in [*subdirectories, *files, ""] if directory == str(root) else [*subdirectories, *files]:
+            path = Path(directory, name) if name else root
+            relative = path.relative_to(root).as_posix() if path != root else ""
+            entry = _lookup(config, relative, partition)
+            if entry is None:
+                unlisted.append(relative or "/")
+                continue
+            if not path.is_symlink():
+                os.chmod(path, stat.S_IMODE(entry.mode))
+            if as_root:
+                os.lchown(path, entry.uid, entry.gid)
+                if entry.capabilities and not path.is_symlink():
+                    os.setxattr(path, "security.capability", _vfs_cap(entry.capabilities))
+    if unlisted:
+        raise ReleaseError(
+            f"{_fs_config_name(partition)} does not describe {len(unlisted)} path(s) of {partition.upper()}/ "
+            f"(e.g. {sorted(unlisted)[0]}): the fs_config is not this package's"
+        )
+
+
+def _lookup(config: dict[str, FsConfigEntry], relative: str, partition: str) -> FsConfigEntry | None:
+    if relative in config:
+        return config[relative]
+    prefixed = f"{partition}/{relative}" if relative else partition
+    return config.get(prefixed)
+
+
+def _vfs_cap(capabilities: int) -> bytes:
+    """struct vfs_cap_data, revision 2: magic_etc, then (permitted, inheritable) for the low and high 32 bits."""
+    low, high = capabilities & 0xFFFFFFFF, capabilities >> 32
+    return struct.pack("<5I", _VFS_CAP_REVISION_2 | _VFS_CAP_FLAGS_EFFECTIVE, low, 0, high, 0)
+
+
+def _partition_props(archive: ZipArchive, partition: str) -> dict[str, str]:
+    for name in (f"{partition.upper()}/build.prop", f"{partition.upper()}/etc/build.prop"):
+        text = _text(archive, name)
+        if text is not None:
+            return parse_props(text)
+    return {}
+
+
+def _fingerprint(archive: ZipArchive, partition: str) -> str:
+    """BuildInfo.GetPartitionFingerprint: ro.<part>.build.fingerprint, else the build's fingerprint."""
+    own = _partition_props(archive, partition).get(f"ro.{partition}.build.fingerprint")
+    return own or parse_props(_text(archive, "SYSTEM/build.prop") or "").get("ro.build.fingerprint", "")
+
+
+def _timestamp(archive: ZipArchive, partition: str) -> int:
+    for props in (_partition_props(archive, partition), parse_props(_text(archive, "SYSTEM/build.prop") or "")):
+        for key in (f"ro.{partition}.build.date.utc", "ro.build.date.utc"):
+            if props.get(key, "").isdigit():
+                return int(props[key])
+    return _FALLBACK_TIMESTAMP
+
+
+# -- verified boot ---------------------------------------------------------------------------------------------
+
+
+def _add_footer(
+    archive: ZipArchive,
+    misc_info: dict[str, str],
+    partition: str,
+    image: Path,
+    keys: KeyMap,
+    chains: Mapping[str, object],
+) -> HashtreeDescriptor | None:
+    if misc_info.get(f"avb_{partition}_hashtree_enable") != "true":
+        return None
+    properties, hash_algorithm = _footer_args(misc_info.get(f"avb_{partition}_add_hashtree_footer_args", ""),
+                                              partition)  # fmt: skip
+    size = misc_info.get(f"{partition}_size", "")
+    if not size.isdigit():
+        raise ReleaseError(f"{MISC_INFO} gives no {partition}_size for the AVB footer of {partition}.img")
+    uuid_seed = f"{partition}-{_fingerprint(archive, partition)}"
+    hash_seed = str(uuid.uuid5(uuid.NAMESPACE_URL, f"hash_seed-{uuid_seed}"))
+    salt = hashlib.sha256(hash_seed.encode()).digest()
+    signer: Signer | None = None
+    rollback_index = 0
+    if partition in chains:
+        signer = keys.signer(f"avb_{partition}") or keys.signer(AVB_ROLE)
+        rollback_index = _old_footer_rollback_index(archive, partition, image.parent)
+    try:
+        add_hashtree_footer(image, partition, int(size), signer, hash_algorithm=hash_algorithm, salt=salt,
+                            properties=properties, rollback_index=rollback_index)  # fmt: skip
+        _, vbmeta = read_image(image)
+    except (UsageError, AvbFormatError) as exc:
+        raise ReleaseError(f"cannot add the AVB footer to {partition}.img: {exc}") from exc
+    return next(d for d in vbmeta.descriptors if isinstance(d, HashtreeDescriptor))
+
+
+def _footer_args(args: str, partition: str) -> tuple[dict[str, bytes], str]:
+    """The avbtool arguments this rebuild honours: --prop NAME:VALUE and --hash_algorithm; others are refused."""
+    words = shlex.split(args)
+    properties: dict[str, bytes] = {}
+    hash_algorithm = "sha256"
+    index = 0
+    while index < len(words):
+        word = words[index]
+        value = words[index + 1] if index + 1 < len(words) else None
+        if word == "--prop" and value is not None and ":" in value:
+            key, prop = value.split(":", 1)
+            properties[key] = prop.encode("utf-8")
+        elif word == "--hash_algorithm" and value is not None:
+            hash_algorithm = value
+        else:
+            raise ReleaseError(f"avb_{partition}_add_hashtree_footer_args: {word!r} is not supported here")
+        index += 2
+    return properties, hash_algorithm
+
+
+def _old_footer_rollback_index(archive: ZipArchive, partition: str, work: Path) -> int:
+    """The rollback index the (already re-signed) chained image carries, kept for the rebuilt one."""
+    entry = archive.entry(f"IMAGES/{partition}.img")
+    if entry is None:
+        return 0
+    old = work / f"old-{partition}.img"
+    try:
+        with open(old, "wb") as handle:
+            for chunk in archive.iter_data(entry):
+                handle.write(chunk)
+        _, vbmeta = read_image(old)
+        return vbmeta.rollback_index
+    except AvbFormatError:
+        return 0
+    finally:
+        old.unlink(missing_ok=True)
+
+
+def _resigned_vbmeta(archive: ZipArchive, descriptors: dict[str, HashtreeDescriptor], keys: KeyMap) -> dict[str, bytes]:
+    """Every footerless vbmeta image with a hashtree descriptor of a rebuilt partition, re-described and re-signed."""
+    if not descriptors:
+        return {}
+    out: dict[str, bytes] = {}
+    top = _small(archive, VBMETA)
+    if top is None:
+        return {}
+    avb = keys.signer(AVB_ROLE)
+    candidates: list[tuple[str, bytes, Signer | None]] = [(VBMETA, top, avb)]
+    for chained in sorted(read_vbmeta(top).chain_partitions()):
+        name = f"IMAGES/{chained}.img"
+        entry = archive.entry(name)
+        if chained.startswith("vbmeta") and entry is not None and entry.uncompressed_size <= _MAX_VBMETA:
+            data = _small(archive, name)
+            assert data is not None
+            candidates.append((name, data, keys.signer(f"avb_{chained}") or avb))
+    for name, data, signer in candidates:
+        old = read_vbmeta(data)
+        new: list[Descriptor] = []
+        touched = False
+        for descriptor in old.descriptors:
+            if isinstance(descriptor, HashtreeDescriptor) and descriptor.partition_name in descriptors:
+                fresh = descriptors[descriptor.partition_name]
+                new.append(replace(fresh, flags=descriptor.flags))
+                touched = True
+            else:
+                new.append(descriptor)
+        if not touched:
+            continue
+        if signer is None:
+            raise ReleaseError(f"{name} describes a rebuilt partition: a signer for the role avb is needed")
+        try:
+            out[name] = resign_vbmeta(data, signer, descriptors=new)
+        except (UsageError, AvbFormatError) as exc:
+            raise ReleaseError(f"cannot re-sign {name}: {exc}") from exc
+    return out
+
+
+# -- reading ---------------------------------------------------------------------------------------------------
+
+
+def _open(path: Path) -> ZipArchive:
+    try:
+        return ZipArchive.open(path)
+    except ZipFormatError as exc:
+        raise ReleaseError(f"{path} is not a readable target-files package: {exc}") from exc
+
+
+def _text(archive: ZipArchive, name: str) -> str | None:
+    entry = archive.entry(name)
+    if entry is None:
+        return None
+    try:
+        return archive.read(entry, max_size=_MAX_TEXT).decode("utf-8")
+    except (UnicodeDecodeError, ZipFormatError) as exc:
+        raise ReleaseError(f"cannot read {name}: {exc}") from exc
+
+
+def _small(archive: ZipArchive, name: str) -> bytes | None:
+    entry = archive.entry(name)
+    if entry is None:
+        return None
+    try:
+        return archive.read(entry, max_size=_MAX_VBMETA)
+    except ZipFormatError as exc:
+        raise ReleaseError(f"cannot read {name}: {exc}") from exc

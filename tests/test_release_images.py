@@ -1,0 +1,254 @@
+"""Rebuilding IMAGES/system.img while signing a target-files package: the input's system.img is an EROFS image built
+here by Debian's mkfs.erofs from SYSTEM/ with the test-keys APKs; after sign-target-files, Debian's fsck.erofs
+extracts exactly the signed SYSTEM/ tree (APKs checked with Debian's apksigner, release-keys props, the OTA
+certificate), cryptsetup's `veritysetup verify` accepts the root digest vbmeta names, and `release avb-verify`
+accepts the images with the AVB key and refuses them with the test key."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from conftest import require_tool
+from release_tools import DEV_KEYS, EXPECTED_ROLES, WIFI_CERT, BuildInputs, make_inputs, role_signer, write_target_files
+from sealgate.avb.descriptors import HashtreeDescriptor
+from sealgate.avb.images import add_hashtree_footer
+from sealgate.avb.keys import public_key_metadata
+from sealgate.avb.vbmeta import build_vbmeta, read_vbmeta
+from sealgate.errors import ReleaseError
+from sealgate.release import partition_images
+from sealgate.release.apkcerts import KeyMap
+from sealgate.release.target_files import sign_target_files
+from sealgate.signing import PrivateKeySigner
+from signing_tools import apksigner_verify, share_jvm_classes
+
+SYSTEM_SIZE = 8 * 1024 * 1024
+FINGERPRINT_PROP = "com.android.build.system.fingerprint"
+FILE_CONTEXTS = "/(.*)?  u:object_r:system_file:s0\n/bin/sh  u:object_r:shell_exec:s0\n"
+
+
+@pytest.fixture(scope="module")
+def inputs(apksig_vectors: Path, tmp_path_factory: pytest.TempPathFactory) -> BuildInputs:
+    require_tool("apksigner")
+    require_tool("mkfs.erofs")
+    base = tmp_path_factory.getbasetemp()
+    share_jvm_classes((base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "jvm", apksig_vectors)
+    made = make_inputs(apksig_vectors, tmp_path_factory.mktemp("images-inputs"))
+    made.signers["avb"] = role_signer("avb")
+    return made
+
+
+@pytest.fixture(scope="module")
+def avb_test_key() -> PrivateKeySigner:
+    return role_signer("avb-test-key")
+
+
+def _keys(inputs: BuildInputs) -> KeyMap:
+    return KeyMap(dict(inputs.signers), {WIFI_CERT: "networkstack"})
+
+
+def _misc_info(fs_type: str) -> str:
+    return (
+        f"default_system_dev_certificate={DEV_KEYS}/testkey\navb_enable=true\nrecovery_api_version=3\n"
+        f"system_fs_type={fs_type}\nsystem_size={SYSTEM_SIZE}\navb_system_hashtree_enable=true\n"
+        f"avb_system_add_hashtree_footer_args=--prop {FINGERPRINT_PROP}:google/oriole/oriole:14/AP2A/1:user/test-keys\n"
+        "selinux_fc=META/file_contexts\n"
+    )
+
+
+def _fs_config(tree: Path) -> str:
+    lines = ["system 0 0 0755"]
+    for path in sorted(tree.rglob("*")):
+        relative = path.relative_to(tree).as_posix()
+        if relative == "bin/sh":
+            lines.append("system/bin/sh 0 2000 0755 selabel=u:object_r:shell_exec:s0 capabilities=0x400")
+        else:
+            lines.append(f"system/{relative} 0 0 {'0755' if path.is_dir() else '0644'}")
+    return "\n".join(lines) + "\n"
+
+
+def _extract_tree(archive: zipfile.ZipFile, prefix: str, out: Path) -> None:
+    for name in archive.namelist():
+        if name.startswith(prefix) and not name.endswith("/"):
+            target = out / name[len(prefix) :]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(archive.read(name))
+
+
+def _build_input(inputs: BuildInputs, avb_test_key: PrivateKeySigner, work: Path, fs_type: str = "erofs") -> Path:
+    """A test-keys target-files package whose system.img really holds SYSTEM/, signed by the AVB test key."""
+    work.mkdir(parents=True, exist_ok=True)
+    plain = write_target_files(work / "plain.zip", inputs)
+    tree = work / "system-tree"
+    with zipfile.ZipFile(plain) as archive:
+        _extract_tree(archive, "SYSTEM/", tree)
+    image = work / "system.img"
+    subprocess.run(["mkfs.erofs", "--quiet", "-T1700000000", "--all-root", str(image), str(tree)], check=True)
+    add_hashtree_footer(image, "system", SYSTEM_SIZE, None, salt=bytes(32))
+    system_vbmeta = read_vbmeta(_footer_vbmeta(image))
+    descriptor = next(d for d in system_vbmeta.descriptors if isinstance(d, HashtreeDescriptor))
+    vbmeta = build_vbmeta([descriptor], avb_test_key, padding_size=4096)
+    extra = {
+        "META/misc_info.txt": _misc_info(fs_type).encode(),
+        "META/filesystem_config.txt": _fs_config(tree).encode(),
+        "META/file_contexts": FILE_CONTEXTS.encode(),
+        "IMAGES/system.img": image.read_bytes(),
+        "IMAGES/system.map": b"/system/bin/sh 1-2\n",
+        "IMAGES/vbmeta.img": vbmeta,
+    }
+    return write_target_files(work / "target_files.zip", inputs, extra=extra)
+
+
+def _footer_vbmeta(image: Path) -> bytes:
+    from sealgate.avb.footer import read_image_vbmeta
+
+    return read_image_vbmeta(image)[1]
+
+
+@pytest.fixture(scope="module")
+def signed(inputs: BuildInputs, avb_test_key: PrivateKeySigner, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    work = tmp_path_factory.mktemp("images")
+    source = _build_input(inputs, avb_test_key, work)
+    out = work / "signed.zip"
+    report = sign_target_files(source, out, _keys(inputs))
+    return source, out, report
+
+
+def test_the_rebuilt_image_holds_exactly_the_signed_tree(signed, inputs: BuildInputs, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    _, out, report = signed
+    assert report.images_rebuilt == ["IMAGES/system.img", "IMAGES/vbmeta.img"]
+    assert report.images_to_rebuild == []
+    assert {note.code for note in report.notes} >= {"IMAGES_REBUILT", "BLOCK_MAP_DROPPED"}
+    with zipfile.ZipFile(out) as archive:
+        assert "IMAGES/system.map" not in archive.namelist()
+        (tmp_path / "system.img").write_bytes(archive.read("IMAGES/system.img"))
+        _extract_tree(archive, "SYSTEM/", tmp_path / "expected")
+    fsck = require_tool("fsck.erofs")
+    subprocess.run([fsck, f"--extract={tmp_path / 'got'}", str(tmp_path / "system.img")], check=True,
+                   capture_output=True)  # fmt: skip
+    expected = {p.relative_to(tmp_path / "expected").as_posix() for p in (tmp_path / "expected").rglob("*")}
+    got = {p.relative_to(tmp_path / "got").as_posix() for p in (tmp_path / "got").rglob("*")}
+    assert got == expected
+    for name in expected:
+        if (tmp_path / "expected" / name).is_file():
+            assert (tmp_path / "got" / name).read_bytes() == (tmp_path / "expected" / name).read_bytes(), name
+    for path, role in EXPECTED_ROLES.items():
+        if path.startswith("SYSTEM/"):
+            verdict = apksigner_verify(tmp_path / "got" / path.removeprefix("SYSTEM/"))
+            assert verdict.verified and verdict.signers == [inputs.signers[role].certificate.sha256], path
+    build_prop = (tmp_path / "got" / "build.prop").read_text()
+    assert "ro.build.tags=release-keys" in build_prop and "test-keys" not in build_prop
+    with zipfile.ZipFile(tmp_path / "got" / "etc/security/otacerts.zip") as otacerts:
+        pem = otacerts.read(otacerts.namelist()[0])
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    assert x509.load_pem_x509_certificate(pem).public_bytes(Encoding.DER) == inputs.signers["ota"].certificate.der
+    if os.geteuid() == 0:  # fsck.erofs restores owners and modes for root, as fs_config gave them
+        sh = (tmp_path / "got" / "bin/sh").stat()
+        assert (sh.st_uid, sh.st_gid, sh.st_mode & 0o7777) == (0, 2000, 0o755)
+    image = (tmp_path / "system.img").read_bytes()
+    assert b"u:object_r:shell_exec:s0" in image  # the SELinux label mkfs.erofs took from the file contexts
+
+
+def test_veritysetup_confirms_the_root_digest_vbmeta_names(signed, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    _, out, _ = signed
+    with zipfile.ZipFile(out) as archive:
+        (tmp_path / "system.img").write_bytes(archive.read("IMAGES/system.img"))
+        vbmeta = read_vbmeta(archive.read("IMAGES/vbmeta.img"))
+    descriptor = next(d for d in vbmeta.descriptors if isinstance(d, HashtreeDescriptor))
+    assert descriptor.partition_name == "system" and descriptor.salt != bytes(32)
+    tool = require_tool("veritysetup")
+    image = str(tmp_path / "system.img")
+    args = [tool, "verify", image, image, descriptor.root_digest.hex(), "--no-superblock", "--format=1",
+            f"--hash={descriptor.hash_algorithm}", f"--salt={descriptor.salt.hex()}",
+            f"--data-blocks={descriptor.image_size // descriptor.data_block_size}",
+            f"--hash-offset={descriptor.tree_offset}"]  # fmt: skip
+    assert subprocess.run(args, capture_output=True).returncode == 0
+    wrong = bytearray(descriptor.root_digest)
+    wrong[0] ^= 1
+    assert subprocess.run([*args[:4], wrong.hex(), *args[5:]], capture_output=True).returncode != 0
+    from sealgate.avb.footer import read_image
+
+    _, footer_vbmeta = read_image(tmp_path / "system.img")
+    props = {d.key: d.value for d in footer_vbmeta.descriptors if hasattr(d, "key")}
+    assert props[FINGERPRINT_PROP].endswith(b"user/release-keys")
+
+
+def test_avb_verify_passes_with_the_avb_key_only(
+    signed, inputs: BuildInputs, avb_test_key: PrivateKeySigner, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:  # type: ignore[no-untyped-def]
+    from sealgate.cli.main import main
+
+    source, out, _ = signed
+    for label, package in (("old", source), ("new", out)):
+        with zipfile.ZipFile(package) as archive:
+            for name in ("IMAGES/system.img", "IMAGES/vbmeta.img"):
+                (tmp_path / label).mkdir(exist_ok=True)
+                (tmp_path / label / Path(name).name).write_bytes(archive.read(name))
+    avb = tmp_path / "avb_pkmd.bin"
+    avb.write_bytes(public_key_metadata(inputs.signers["avb"].public_key))
+    test = tmp_path / "test_pkmd.bin"
+    test.write_bytes(public_key_metadata(avb_test_key.public_key))
+    assert main(["release", "avb-verify", str(tmp_path / "old"), "--pkmd", str(test)]) == 0  # the input is sound
+    assert main(["release", "avb-verify", str(tmp_path / "new"), "--pkmd", str(avb), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["checked"] == ["vbmeta", "system"]
+    assert main(["release", "avb-verify", str(tmp_path / "new"), "--pkmd", str(test)]) == 1
+    # The new vbmeta with the old image (test-keys contents) fails: the descriptor describes the rebuilt one.
+    shutil.copy(tmp_path / "old" / "system.img", tmp_path / "new" / "system.img")
+    assert main(["release", "avb-verify", str(tmp_path / "new"), "--pkmd", str(avb)]) == 1
+
+
+def test_two_runs_give_identical_bytes(signed, inputs: BuildInputs, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    source, out, _ = signed
+    again = tmp_path / "again.zip"
+    sign_target_files(source, again, _keys(inputs))
+    assert hashlib.sha256(again.read_bytes()).digest() == hashlib.sha256(out.read_bytes()).digest()
+
+
+def test_an_ext4_partition_is_refused_and_nothing_written(
+    inputs: BuildInputs, avb_test_key: PrivateKeySigner, tmp_path: Path
+) -> None:
+    source = _build_input(inputs, avb_test_key, tmp_path / "in", fs_type="ext4")
+    out = tmp_path / "out.zip"
+    with pytest.raises(ReleaseError, match=r"IMAGES/system.img is ext4 .*nothing was written"):
+        sign_target_files(source, out, _keys(inputs), rebuild_images=True)
+    assert not out.exists() and os.listdir(tmp_path) == ["in"]
+    report = sign_target_files(source, out, _keys(inputs))  # the default leaves an ext4 image alone, with a note
+    assert report.images_to_rebuild == ["IMAGES/system.img"] and report.images_rebuilt == []
+
+
+def test_cli_refuses_non_root_ownership_unless_accepted(
+    inputs: BuildInputs,
+    avb_test_key: PrivateKeySigner,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from sealgate.cli import release_sign
+    from sealgate.cli.main import main
+
+    source = _build_input(inputs, avb_test_key, tmp_path / "in")
+    monkeypatch.setattr(partition_images, "_running_as_root", lambda: False)
+    monkeypatch.setattr(release_sign, "_KeystoreSigners", lambda store, passphrase: dict(inputs.signers))
+    monkeypatch.setattr("sealgate.cli.signers.open_keystore", lambda path: None)
+    monkeypatch.setattr("sealgate.cli.signers.keystore_passphrase", lambda fd: "")
+    args = ["release", "sign-target-files", str(source), str(tmp_path / "out.zip"), "--keystore", str(tmp_path),
+            "--key-map", f"{WIFI_CERT}=networkstack"]  # fmt: skip
+    assert main(args) == 1
+    assert "only root can give" in capsys.readouterr().err and not (tmp_path / "out.zip").exists()
+    assert main([*args, "--accept-root-owned", "--json"]) == 0
+    line = json.loads(capsys.readouterr().out)
+    assert line["images_rebuilt"] == ["IMAGES/system.img", "IMAGES/vbmeta.img"]
+    assert "ROOT_OWNED" in {note["code"] for note in line["notes"]}
+    assert main([*args[:3], str(tmp_path / "stale.zip"), *args[4:], "--no-rebuild-images", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["images_to_rebuild"] == ["IMAGES/system.img"]
+    with zipfile.ZipFile(tmp_path / "stale.zip") as stale, zipfile.ZipFile(source) as original:
+        assert stale.read("IMAGES/system.img") == original.read("IMAGES/system.img")
