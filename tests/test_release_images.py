@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import subprocess
+import uuid
 import zipfile
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import pytest
 
 from conftest import require_tool
 from release_tools import DEV_KEYS, EXPECTED_ROLES, WIFI_CERT, BuildInputs, make_inputs, role_signer, write_target_files
-from sealgate.avb.descriptors import HashtreeDescriptor
+from sealgate.avb.descriptors import HashtreeDescriptor, PropertyDescriptor
 from sealgate.avb.images import add_hashtree_footer
 from sealgate.avb.keys import public_key_metadata
 from sealgate.avb.vbmeta import build_vbmeta, read_vbmeta
@@ -31,6 +32,7 @@ from signing_tools import apksigner_verify, share_jvm_classes
 
 SYSTEM_SIZE = 8 * 1024 * 1024
 FINGERPRINT_PROP = "com.android.build.system.fingerprint"
+TEST_FINGERPRINT = "google/oriole/oriole:14/AP2A/1:user/test-keys"
 FILE_CONTEXTS = "/(.*)?  u:object_r:system_file:s0\n/bin/sh  u:object_r:shell_exec:s0\n"
 
 
@@ -58,7 +60,7 @@ def _misc_info(fs_type: str) -> str:
     return (
         f"default_system_dev_certificate={DEV_KEYS}/testkey\navb_enable=true\nrecovery_api_version=3\n"
         f"system_fs_type={fs_type}\nsystem_size={SYSTEM_SIZE}\navb_system_hashtree_enable=true\n"
-        f"avb_system_add_hashtree_footer_args=--prop {FINGERPRINT_PROP}:google/oriole/oriole:14/AP2A/1:user/test-keys\n"
+        f"avb_system_add_hashtree_footer_args=--prop {FINGERPRINT_PROP}:{TEST_FINGERPRINT}\n"
         "selinux_fc=META/file_contexts\n"
     )
 
@@ -91,10 +93,11 @@ def _build_input(inputs: BuildInputs, avb_test_key: PrivateKeySigner, work: Path
         _extract_tree(archive, "SYSTEM/", tree)
     image = work / "system.img"
     subprocess.run(["mkfs.erofs", "--quiet", "-T1700000000", "--all-root", str(image), str(tree)], check=True)
-    add_hashtree_footer(image, "system", SYSTEM_SIZE, None, salt=bytes(32))
-    system_vbmeta = read_vbmeta(_footer_vbmeta(image))
-    descriptor = next(d for d in system_vbmeta.descriptors if isinstance(d, HashtreeDescriptor))
-    vbmeta = build_vbmeta([descriptor], avb_test_key, padding_size=4096)
+    add_hashtree_footer(image, "system", SYSTEM_SIZE, None, salt=bytes(32),
+                        properties={FINGERPRINT_PROP: TEST_FINGERPRINT.encode()})  # fmt: skip
+    # make_vbmeta_image --include_descriptors_from_image system.img: every footer descriptor, then a property.
+    footer_descriptors = read_vbmeta(_footer_vbmeta(image)).descriptors
+    vbmeta = build_vbmeta([*footer_descriptors, PropertyDescriptor("other", b"kept")], avb_test_key, padding_size=4096)
     extra = {
         "META/misc_info.txt": _misc_info(fs_type).encode(),
         "META/filesystem_config.txt": _fs_config(tree).encode(),
@@ -156,6 +159,13 @@ def test_the_rebuilt_image_holds_exactly_the_signed_tree(signed, inputs: BuildIn
         assert (sh.st_uid, sh.st_gid, sh.st_mode & 0o7777) == (0, 2000, 0o755)
     image = (tmp_path / "system.img").read_bytes()
     assert b"u:object_r:shell_exec:s0" in image  # the SELinux label mkfs.erofs took from the file contexts
+    if os.geteuid() == 0:  # fs_config's capabilities=0x400 as a VFS_CAP_REVISION_2 security.capability xattr
+        assert partition_images.vfs_cap_data(0x400) in image
+    dump = subprocess.run([require_tool("dump.erofs"), "-s", str(tmp_path / "system.img")], capture_output=True,
+                          text=True, check=True).stdout  # fmt: skip
+    fingerprint = "google/oriole/oriole:14/AP2A.240805.005/eng.build.20240801:user/release-keys"
+    assert "Thu Jan  1 00:00:00 2009" in dump  # add_img_to_target_files' FIXED_FILE_TIMESTAMP
+    assert str(uuid.uuid5(uuid.NAMESPACE_URL, f"system-{fingerprint}")) in dump
 
 
 def test_veritysetup_confirms_the_root_digest_vbmeta_names(signed, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -164,7 +174,13 @@ def test_veritysetup_confirms_the_root_digest_vbmeta_names(signed, tmp_path: Pat
         (tmp_path / "system.img").write_bytes(archive.read("IMAGES/system.img"))
         vbmeta = read_vbmeta(archive.read("IMAGES/vbmeta.img"))
     descriptor = next(d for d in vbmeta.descriptors if isinstance(d, HashtreeDescriptor))
-    assert descriptor.partition_name == "system" and descriptor.salt != bytes(32)
+    fingerprint = b"google/oriole/oriole:14/AP2A.240805.005/eng.build.20240801:user/release-keys"
+    assert descriptor.partition_name == "system" and descriptor.salt == hashlib.sha256(fingerprint).digest()
+    properties = [(d.key, d.value) for d in vbmeta.descriptors if isinstance(d, PropertyDescriptor)]
+    # the footer's fingerprint property, now release-keys, in the place of the old one; other descriptors kept
+    assert properties == [(FINGERPRINT_PROP, b"google/oriole/oriole:14/AP2A/1:user/release-keys"), ("other", b"kept")]
+    assert [type(d).__name__ for d in vbmeta.descriptors] == ["PropertyDescriptor", "HashtreeDescriptor",
+                                                             "PropertyDescriptor"]  # fmt: skip
     tool = require_tool("veritysetup")
     image = str(tmp_path / "system.img")
     args = [tool, "verify", image, image, descriptor.root_digest.hex(), "--no-superblock", "--format=1",

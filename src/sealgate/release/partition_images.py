@@ -46,14 +46,14 @@ import struct
 import subprocess
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sealgate.apk.signing.output import AtomicOutput
 from sealgate.avb.descriptors import Descriptor, HashtreeDescriptor
 from sealgate.avb.footer import read_image
 from sealgate.avb.images import add_hashtree_footer
-from sealgate.avb.vbmeta import read_vbmeta, resign_vbmeta
+from sealgate.avb.vbmeta import VbmetaImage, read_vbmeta, resign_vbmeta
 from sealgate.errors import AvbFormatError, ReleaseError, UsageError, ZipFormatError
 from sealgate.release.apkcerts import KeyMap
 from sealgate.release.build_props import parse_props
@@ -69,8 +69,8 @@ MISC_INFO = "META/misc_info.txt"
 FILESYSTEM_PARTITIONS = (
     "system", "system_ext", "product", "vendor", "odm", "vendor_dlkm", "odm_dlkm", "system_dlkm", "system_other",
 )  # fmt: skip
-#: When ro.build.date.utc is missing: the timestamp every zip entry gets (2009-01-01).
-_FALLBACK_TIMESTAMP = 1230768000
+#: add_img_to_target_files' CreateImage stamps every file of a rebuilt image 2009-01-01 (b/24377993).
+FIXED_FILE_TIMESTAMP = 1230768000
 _VFS_CAP_REVISION_2 = 0x02000000
 _VFS_CAP_FLAGS_EFFECTIVE = 0x000001
 _MAX_TEXT = 16 * 1024 * 1024
@@ -152,18 +152,18 @@ def rebuild_partition_images(
         misc_info = parse_misc_info(_text(archive, MISC_INFO) or "")
         _refuse_unbuildable(archive, misc_info, images, accept_root_owned)
         replacements: dict[str, Path] = {}
-        descriptors: dict[str, HashtreeDescriptor] = {}
+        footers: dict[str, _Footer] = {}
         vbmeta_data = _small(archive, VBMETA)
         chains = read_vbmeta(vbmeta_data).chain_partitions() if vbmeta_data is not None else {}
         for image in images:
             partition = partition_of(image)
             path = _build_image(archive, misc_info, partition, work, accept_root_owned, result)
-            descriptor = _add_footer(archive, misc_info, partition, path, keys, chains)
-            if descriptor is not None:
-                descriptors[partition] = descriptor
+            footer = _add_footer(archive, misc_info, partition, path, keys, chains)
+            if footer is not None:
+                footers[partition] = footer
             replacements[image] = path
             result.rebuilt.append(image)
-        for name, data in _resigned_vbmeta(archive, descriptors, keys).items():
+        for name, data in _resigned_vbmeta(archive, footers, keys).items():
             path = work / Path(name).name
             path.write_bytes(data)
             replacements[name] = path
@@ -205,18 +205,9 @@ def _refuse_unbuildable(
         elif archive.entry(_fs_config_name(partition)) is None:
             problems.append(f"{image}: the package has no {_fs_config_name(partition)} to give its files' modes")
         else:
-            context = _file_contexts(misc_info, partition)
-            if context is not None and context.endswith(".bin"):
-                problems.append(
-                    f"{image}: {context} is a compiled file_contexts.bin; give the text form (compiled contexts "
-                    "depend on the PCRE build that wrote them)"
-                )
-            elif context is not None and partition != "system":
-                problems.append(
-                    f"{image}: Debian's mkfs.erofs cannot label a partition mounted below / (no --mount-point)"
-                )
-            elif context is not None and archive.entry(context) is None:
-                problems.append(f"{image}: its file contexts {context} are not in the package")
+            problem = _unsupported_erofs(misc_info, partition) or _context_problem(archive, misc_info, partition)
+            if problem is not None:
+                problems.append(f"{image}: {problem}")
             elif not accept_root_owned and not _running_as_root():
                 owned = _non_root_entries(archive, partition)
                 if owned:
@@ -228,6 +219,22 @@ def _refuse_unbuildable(
         problems.append(f"{MKFS_EROFS} is not installed (Debian package erofs-utils)")
     if problems:
         raise ReleaseError("cannot rebuild the partition images: " + "; ".join(problems) + "; nothing was written")
+
+
+def _context_problem(archive: ZipArchive, misc_info: dict[str, str], partition: str) -> str | None:
+    context = _file_contexts(misc_info, partition)
+    if context is None:
+        return f"{MISC_INFO} names no file contexts ({partition}_selinux_fc); an unlabelled image does not boot"
+    if context.endswith(".bin"):
+        return (
+            f"{context} is a compiled file_contexts.bin; give the text form (compiled contexts depend on the PCRE "
+            "build that wrote them)"
+        )
+    if partition != "system":
+        return "Debian's mkfs.erofs cannot label a partition mounted below / (it has no --mount-point)"
+    if archive.entry(context) is None:
+        return f"its file contexts {context} are not in the package"
+    return None
 
 
 def _running_as_root() -> bool:
@@ -249,11 +256,10 @@ def _fs_config(archive: ZipArchive, partition: str) -> dict[str, FsConfigEntry]:
 
 
 def _file_contexts(misc_info: dict[str, str], partition: str) -> str | None:
-    """The package entry of the partition's file contexts (misc_info names them META/...), if any."""
+    """The package entry of the partition's file contexts: META/ and the basename misc_info gives (LoadInfoDict
+    with repacking), the partition's own <part>_selinux_fc before selinux_fc."""
     value = misc_info.get(f"{partition}_selinux_fc") or misc_info.get("selinux_fc")
-    if not value:
-        return None
-    return value if value.startswith("META/") else f"META/{Path(value).name}"
+    return f"META/{Path(value).name}" if value else None
 
 
 # -- building one image ----------------------------------------------------------------------------------------
@@ -272,23 +278,17 @@ def _build_image(
     as_root = _running_as_root()
     _apply_fs_config(root, _fs_config(archive, partition), partition, as_root=as_root)
     uuid_seed = f"{partition}-{_fingerprint(archive, partition)}"
-    command = [MKFS_EROFS, "--quiet", f"-T{_timestamp(archive, partition)}",
-               f"-U{uuid.uuid5(uuid.NAMESPACE_URL, uuid_seed)}"]  # fmt: skip
+    command = [MKFS_EROFS, "--quiet", f"-T{FIXED_FILE_TIMESTAMP}", f"-U{uuid.uuid5(uuid.NAMESPACE_URL, uuid_seed)}"]
     if not as_root:
         command.append("--all-root")
         if accept_root_owned:
             result.root_owned.append(f"IMAGES/{partition}.img")
-    compressor = misc_info.get(f"{partition}_erofs_compressor") or misc_info.get("erofs_default_compressor")
-    if compressor:
-        command.append(f"-z{compressor}")
-    pcluster = misc_info.get(f"{partition}_erofs_pcluster_size") or misc_info.get("erofs_pcluster_size")
-    if pcluster:
-        command.append(f"-C{pcluster}")
+    command.extend(_erofs_options(misc_info, partition))
     context = _file_contexts(misc_info, partition)
-    if context is not None:
-        contexts = work / f"{partition}_file_contexts"
-        contexts.write_text(_text(archive, context) or "", encoding="utf-8")
-        command.append(f"--file-contexts={contexts}")
+    assert context is not None  # _refuse_unbuildable refused a partition without them
+    contexts = work / f"{partition}_file_contexts"
+    contexts.write_text(_text(archive, context) or "", encoding="utf-8")
+    command.append(f"--file-contexts={contexts}")
     image = work / f"{partition}.img"
     image.unlink(missing_ok=True)
     done = subprocess.run([*command, str(image), str(root)], capture_output=True, text=True, check=False)
@@ -296,6 +296,40 @@ def _build_image(
         raise ReleaseError(f"{MKFS_EROFS} failed for {partition}: {(done.stderr or done.stdout).strip()}")
     shutil.rmtree(root)
     return image
+
+
+def _erofs_options(misc_info: dict[str, str], partition: str) -> list[str]:
+    """build_image.py's mkfs.erofs options from misc_info (the partition's own key before the default one)."""
+    options = []
+    compressor = _erofs_setting(misc_info, partition, "compressor")
+    if compressor and compressor != "none":
+        options.append(f"-z{compressor}")
+    pcluster = _erofs_setting(misc_info, partition, "pcluster_size")
+    if pcluster:
+        options.append(f"-C{pcluster}")
+    if _erofs_setting(misc_info, partition, "share_dup_blocks"):
+        options.append("--chunksize=4096")
+    if _erofs_setting(misc_info, partition, "use_legacy_compression"):
+        options.append("-Elegacy-compress")
+    return options
+
+
+def _erofs_setting(misc_info: dict[str, str], partition: str, name: str) -> str | None:
+    return (
+        misc_info.get(f"{partition}_erofs_{name}")
+        or misc_info.get(f"erofs_default_{name}")
+        or misc_info.get(f"erofs_{name}")
+    )
+
+
+def _unsupported_erofs(misc_info: dict[str, str], partition: str) -> str | None:
+    """What Debian's mkfs.erofs cannot do that misc_info asks for, if anything."""
+    if _erofs_setting(misc_info, partition, "compress_hints"):
+        return "per-file compress hints (erofs_compress_hints) name a file of the build tree"
+    blocksize = _erofs_setting(misc_info, partition, "blocksize")
+    if blocksize not in (None, "4096"):
+        return f"an EROFS block size of {blocksize} (Debian's mkfs.erofs writes 4096-byte blocks)"
+    return None
 
 
 def _stage(archive: ZipArchive, partition: str, root: Path) -> None:
@@ -323,25 +357,24 @@ def _stage(archive: ZipArchive, partition: str, root: Path) -> None:
 
 
 def _apply_fs_config(root: Path, config: dict[str, FsConfigEntry], partition: str, *, as_root: bool) -> None:
+    """Give every staged path the mode (and, as root, the owner and capabilities) its fs_config line says."""
     unlisted = []
-    for directory, subdirectories, files in os.walk(root):
-        for name in [*subdirectories, *files, ""] if directory == str(root) else [*subdirectories, *files]:
-            path = Path(directory, name) if name else root
-            relative = path.relative_to(root).as_posix() if path != root else ""
-            entry = _lookup(config, relative, partition)
-            if entry is None:
-                unlisted.append(relative or "/")
-                continue
-            if not path.is_symlink():
-                os.chmod(path, stat.S_IMODE(entry.mode))
-            if as_root:
-                os.lchown(path, entry.uid, entry.gid)
-                if entry.capabilities and not path.is_symlink():
-                    os.setxattr(path, "security.capability", _vfs_cap(entry.capabilities))
+    for path in [root, *sorted(root.rglob("*"))]:
+        relative = "" if path == root else path.relative_to(root).as_posix()
+        entry = _lookup(config, relative, partition)
+        if entry is None:
+            unlisted.append(relative or "/")
+            continue
+        if not path.is_symlink():
+            os.chmod(path, stat.S_IMODE(entry.mode))
+        if as_root:
+            os.lchown(path, entry.uid, entry.gid)
+            if entry.capabilities and not path.is_symlink():
+                os.setxattr(path, "security.capability", vfs_cap_data(entry.capabilities))
     if unlisted:
         raise ReleaseError(
             f"{_fs_config_name(partition)} does not describe {len(unlisted)} path(s) of {partition.upper()}/ "
-            f"(e.g. {sorted(unlisted)[0]}): the fs_config is not this package's"
+            f"(e.g. {unlisted[0]}): the fs_config is not this package's; nothing was written"
         )
 
 
@@ -352,7 +385,7 @@ def _lookup(config: dict[str, FsConfigEntry], relative: str, partition: str) -> 
     return config.get(prefixed)
 
 
-def _vfs_cap(capabilities: int) -> bytes:
+def vfs_cap_data(capabilities: int) -> bytes:
     """struct vfs_cap_data, revision 2: magic_etc, then (permitted, inheritable) for the low and high 32 bits."""
     low, high = capabilities & 0xFFFFFFFF, capabilities >> 32
     return struct.pack("<5I", _VFS_CAP_REVISION_2 | _VFS_CAP_FLAGS_EFFECTIVE, low, 0, high, 0)
@@ -372,15 +405,15 @@ def _fingerprint(archive: ZipArchive, partition: str) -> str:
     return own or parse_props(_text(archive, "SYSTEM/build.prop") or "").get("ro.build.fingerprint", "")
 
 
-def _timestamp(archive: ZipArchive, partition: str) -> int:
-    for props in (_partition_props(archive, partition), parse_props(_text(archive, "SYSTEM/build.prop") or "")):
-        for key in (f"ro.{partition}.build.date.utc", "ro.build.date.utc"):
-            if props.get(key, "").isdigit():
-                return int(props[key])
-    return _FALLBACK_TIMESTAMP
-
-
 # -- verified boot ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Footer:
+    """The rebuilt image's footer descriptors and the old image's, which vbmeta images included."""
+
+    old: tuple[Descriptor, ...]
+    new: tuple[Descriptor, ...]
 
 
 def _add_footer(
@@ -390,76 +423,98 @@ def _add_footer(
     image: Path,
     keys: KeyMap,
     chains: Mapping[str, object],
-) -> HashtreeDescriptor | None:
+) -> _Footer | None:
+    """The hashtree footer build_image adds (verity_utils' avbtool add_hashtree_footer), with AOSP's salt.
+
+    The salt is LoadInfoDict's avb_salt, sha256 of the build fingerprint (release-keys by now, as the props were
+    rewritten before the image is built). A partition vbmeta chains to is signed with its chained key, keeping
+    its rollback index; any other footer is unsigned and vbmeta.img carries its descriptors.
+    """
     if misc_info.get(f"avb_{partition}_hashtree_enable") != "true":
         return None
-    properties, hash_algorithm = _footer_args(misc_info.get(f"avb_{partition}_add_hashtree_footer_args", ""),
-                                              partition)  # fmt: skip
+    args = _footer_args(misc_info.get(f"avb_{partition}_add_hashtree_footer_args", ""), partition)
     size = misc_info.get(f"{partition}_size", "")
     if not size.isdigit():
         raise ReleaseError(f"{MISC_INFO} gives no {partition}_size for the AVB footer of {partition}.img")
-    uuid_seed = f"{partition}-{_fingerprint(archive, partition)}"
-    hash_seed = str(uuid.uuid5(uuid.NAMESPACE_URL, f"hash_seed-{uuid_seed}"))
-    salt = hashlib.sha256(hash_seed.encode()).digest()
+    fingerprint = parse_props(_text(archive, "SYSTEM/build.prop") or "").get("ro.build.fingerprint", "")
+    salt = hashlib.sha256(fingerprint.encode("utf-8")).digest()
+    old = _old_footer(archive, partition, image.parent)
     signer: Signer | None = None
-    rollback_index = 0
+    rollback_index = args.rollback_index
     if partition in chains:
         signer = keys.signer(f"avb_{partition}") or keys.signer(AVB_ROLE)
-        rollback_index = _old_footer_rollback_index(archive, partition, image.parent)
+        if rollback_index is None and old is not None:
+            rollback_index = old.rollback_index
+    flags = next((d.flags for d in old.descriptors if isinstance(d, HashtreeDescriptor)), 0) if old else 0
     try:
-        add_hashtree_footer(image, partition, int(size), signer, hash_algorithm=hash_algorithm, salt=salt,
-                            properties=properties, rollback_index=rollback_index)  # fmt: skip
+        add_hashtree_footer(image, partition, int(size), signer, hash_algorithm=args.hash_algorithm, salt=salt,
+                            properties=args.properties, rollback_index=rollback_index or 0, flags=flags)  # fmt: skip
         _, vbmeta = read_image(image)
     except (UsageError, AvbFormatError) as exc:
         raise ReleaseError(f"cannot add the AVB footer to {partition}.img: {exc}") from exc
-    return next(d for d in vbmeta.descriptors if isinstance(d, HashtreeDescriptor))
+    return _Footer(tuple(old.descriptors) if old is not None else (), tuple(vbmeta.descriptors))
 
 
-def _footer_args(args: str, partition: str) -> tuple[dict[str, bytes], str]:
-    """The avbtool arguments this rebuild honours: --prop NAME:VALUE and --hash_algorithm; others are refused."""
+@dataclass
+class _FooterArgs:
+    properties: dict[str, bytes] = field(default_factory=dict)
+    hash_algorithm: str = "sha256"
+    rollback_index: int | None = None
+
+
+def _footer_args(args: str, partition: str) -> _FooterArgs:
+    """The avbtool add_hashtree_footer arguments honoured here; any other is refused rather than ignored."""
     words = shlex.split(args)
-    properties: dict[str, bytes] = {}
-    hash_algorithm = "sha256"
+    result = _FooterArgs()
     index = 0
     while index < len(words):
         word = words[index]
-        value = words[index + 1] if index + 1 < len(words) else None
-        if word == "--prop" and value is not None and ":" in value:
-            key, prop = value.split(":", 1)
-            properties[key] = prop.encode("utf-8")
-        elif word == "--hash_algorithm" and value is not None:
-            hash_algorithm = value
-        else:
-            raise ReleaseError(f"avb_{partition}_add_hashtree_footer_args: {word!r} is not supported here")
+        value = words[index + 1] if index + 1 < len(words) else ""
         index += 2
-    return properties, hash_algorithm
+        if word == "--prop" and ":" in value:
+            key, prop = value.split(":", 1)
+            result.properties[key] = prop.encode("utf-8")
+        elif word == "--hash_algorithm" and value:
+            result.hash_algorithm = value
+        elif word == "--rollback_index" and value.isdigit():
+            result.rollback_index = int(value)
+        elif word == "--fec_num_roots" and value == "0":
+            pass
+        elif word == "--do_not_generate_fec":
+            index -= 1  # a flag: no FEC is written anyway
+        else:
+            raise ReleaseError(f"avb_{partition}_add_hashtree_footer_args: {word} {value} is not supported here")
+    return result
 
 
-def _old_footer_rollback_index(archive: ZipArchive, partition: str, work: Path) -> int:
-    """The rollback index the (already re-signed) chained image carries, kept for the rebuilt one."""
+def _old_footer(archive: ZipArchive, partition: str, work: Path) -> VbmetaImage | None:
+    """The vbmeta behind the AVB footer of the image being replaced (streamed out to find its end)."""
     entry = archive.entry(f"IMAGES/{partition}.img")
     if entry is None:
-        return 0
+        return None
     old = work / f"old-{partition}.img"
     try:
         with open(old, "wb") as handle:
             for chunk in archive.iter_data(entry):
                 handle.write(chunk)
-        _, vbmeta = read_image(old)
-        return vbmeta.rollback_index
+        footer, vbmeta = read_image(old)
+        return vbmeta if footer is not None else None
     except AvbFormatError:
-        return 0
+        return None
     finally:
         old.unlink(missing_ok=True)
 
 
-def _resigned_vbmeta(archive: ZipArchive, descriptors: dict[str, HashtreeDescriptor], keys: KeyMap) -> dict[str, bytes]:
-    """Every footerless vbmeta image with a hashtree descriptor of a rebuilt partition, re-described and re-signed."""
-    if not descriptors:
-        return {}
-    out: dict[str, bytes] = {}
+def _resigned_vbmeta(archive: ZipArchive, footers: dict[str, _Footer], keys: KeyMap) -> dict[str, bytes]:
+    """Every footerless vbmeta image that included a rebuilt partition's descriptors, given the new ones, re-signed.
+
+    make_vbmeta_image --include_descriptors_from_image copies all of an image's footer descriptors (hashtree and
+    properties such as com.android.build.system.fingerprint); the run of them in vbmeta is replaced by the new
+    footer's, in place. A hashtree descriptor of the partition that matches nothing of the old footer is replaced
+    too, so no descriptor of a rebuilt partition describes the old image.
+    """
     top = _small(archive, VBMETA)
-    if top is None:
+    if not footers or top is None:
         return {}
     avb = keys.signer(AVB_ROLE)
     candidates: list[tuple[str, bytes, Signer | None]] = [(VBMETA, top, avb)]
@@ -470,26 +525,33 @@ def _resigned_vbmeta(archive: ZipArchive, descriptors: dict[str, HashtreeDescrip
             data = _small(archive, name)
             assert data is not None
             candidates.append((name, data, keys.signer(f"avb_{chained}") or avb))
+    out: dict[str, bytes] = {}
     for name, data, signer in candidates:
-        old = read_vbmeta(data)
-        new: list[Descriptor] = []
-        touched = False
-        for descriptor in old.descriptors:
-            if isinstance(descriptor, HashtreeDescriptor) and descriptor.partition_name in descriptors:
-                fresh = descriptors[descriptor.partition_name]
-                new.append(replace(fresh, flags=descriptor.flags))
-                touched = True
-            else:
-                new.append(descriptor)
+        descriptors, touched = _redescribe(read_vbmeta(data).descriptors, footers)
         if not touched:
             continue
         if signer is None:
             raise ReleaseError(f"{name} describes a rebuilt partition: a signer for the role avb is needed")
         try:
-            out[name] = resign_vbmeta(data, signer, descriptors=new)
+            out[name] = resign_vbmeta(data, signer, descriptors=descriptors)
         except (UsageError, AvbFormatError) as exc:
             raise ReleaseError(f"cannot re-sign {name}: {exc}") from exc
     return out
+
+
+def _redescribe(descriptors: Sequence[Descriptor], footers: dict[str, _Footer]) -> tuple[list[Descriptor], bool]:
+    result: list[Descriptor] = []
+    inserted: set[str] = set()
+    for descriptor in descriptors:
+        owner = next((p for p, f in footers.items() if descriptor in f.old), None)
+        if owner is None and isinstance(descriptor, HashtreeDescriptor) and descriptor.partition_name in footers:
+            owner = descriptor.partition_name
+        if owner is None:
+            result.append(descriptor)
+        elif owner not in inserted:
+            result.extend(footers[owner].new)
+            inserted.add(owner)
+    return result, bool(inserted)
 
 
 # -- reading ---------------------------------------------------------------------------------------------------
