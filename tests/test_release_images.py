@@ -26,10 +26,13 @@ from sealgate.avb.vbmeta import build_vbmeta, read_vbmeta
 from sealgate.errors import ReleaseError
 from sealgate.release import partition_images
 from sealgate.release.apkcerts import KeyMap
+from sealgate.release.report import SignReport
 from sealgate.release.target_files import sign_target_files
 from sealgate.signing import PrivateKeySigner
 from signing_tools import apksigner_verify, share_jvm_classes
 
+#: (the test-keys input, the signed output, its report)
+Signed = tuple[Path, Path, SignReport]
 SYSTEM_SIZE = 8 * 1024 * 1024
 FINGERPRINT_PROP = "com.android.build.system.fingerprint"
 TEST_FINGERPRINT = "google/oriole/oriole:14/AP2A/1:user/test-keys"
@@ -116,7 +119,7 @@ def _footer_vbmeta(image: Path) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def signed(inputs: BuildInputs, avb_test_key: PrivateKeySigner, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def signed(inputs: BuildInputs, avb_test_key: PrivateKeySigner, tmp_path_factory: pytest.TempPathFactory) -> Signed:
     work = tmp_path_factory.mktemp("images")
     source = _build_input(inputs, avb_test_key, work)
     out = work / "signed.zip"
@@ -124,7 +127,7 @@ def signed(inputs: BuildInputs, avb_test_key: PrivateKeySigner, tmp_path_factory
     return source, out, report
 
 
-def test_the_rebuilt_image_holds_exactly_the_signed_tree(signed, inputs: BuildInputs, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_the_rebuilt_image_holds_exactly_the_signed_tree(signed: Signed, inputs: BuildInputs, tmp_path: Path) -> None:
     _, out, report = signed
     assert report.images_rebuilt == ["IMAGES/system.img", "IMAGES/vbmeta.img"]
     assert report.images_to_rebuild == []
@@ -168,7 +171,7 @@ def test_the_rebuilt_image_holds_exactly_the_signed_tree(signed, inputs: BuildIn
     assert str(uuid.uuid5(uuid.NAMESPACE_URL, f"system-{fingerprint}")) in dump
 
 
-def test_veritysetup_confirms_the_root_digest_vbmeta_names(signed, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_veritysetup_confirms_the_root_digest_vbmeta_names(signed: Signed, tmp_path: Path) -> None:
     _, out, _ = signed
     with zipfile.ZipFile(out) as archive:
         (tmp_path / "system.img").write_bytes(archive.read("IMAGES/system.img"))
@@ -199,8 +202,12 @@ def test_veritysetup_confirms_the_root_digest_vbmeta_names(signed, tmp_path: Pat
 
 
 def test_avb_verify_passes_with_the_avb_key_only(
-    signed, inputs: BuildInputs, avb_test_key: PrivateKeySigner, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:  # type: ignore[no-untyped-def]
+    signed: Signed,
+    inputs: BuildInputs,
+    avb_test_key: PrivateKeySigner,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     from sealgate.cli.main import main
 
     source, out, _ = signed
@@ -222,7 +229,7 @@ def test_avb_verify_passes_with_the_avb_key_only(
     assert main(["release", "avb-verify", str(tmp_path / "new"), "--pkmd", str(avb)]) == 1
 
 
-def test_two_runs_give_identical_bytes(signed, inputs: BuildInputs, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_two_runs_give_identical_bytes(signed: Signed, inputs: BuildInputs, tmp_path: Path) -> None:
     source, out, _ = signed
     again = tmp_path / "again.zip"
     sign_target_files(source, again, _keys(inputs))
@@ -268,3 +275,19 @@ def test_cli_refuses_non_root_ownership_unless_accepted(
     assert json.loads(capsys.readouterr().out)["images_to_rebuild"] == ["IMAGES/system.img"]
     with zipfile.ZipFile(tmp_path / "stale.zip") as stale, zipfile.ZipFile(source) as original:
         assert stale.read("IMAGES/system.img") == original.read("IMAGES/system.img")
+
+
+def test_the_offline_bundle_check_accepts_a_rebuilt_image(signed: Signed, inputs: BuildInputs, tmp_path: Path) -> None:
+    """`bundle apply`'s check of a package signed offline: the block map of the rebuilt image may go, nothing else."""
+    from sealgate.release.target_files_bundle import TargetFilesHandler
+
+    source, out, _ = signed
+    options = {"key_map": {WIFI_CERT: "networkstack"}}
+    TargetFilesHandler().check(out, source, lambda role: inputs.signers[role].certificate, options)
+    with zipfile.ZipFile(out) as signed_zip, zipfile.ZipFile(tmp_path / "less.zip", "w") as less:
+        for info in signed_zip.infolist():
+            if info.filename != "META/filesystem_config.txt":
+                less.writestr(info, signed_zip.read(info))
+    with pytest.raises(ReleaseError, match="not the ones that were sent"):
+        TargetFilesHandler().check(tmp_path / "less.zip", source, lambda role: inputs.signers[role].certificate,
+                                   options)  # fmt: skip
