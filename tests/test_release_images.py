@@ -19,7 +19,7 @@ import pytest
 
 from conftest import require_tool
 from release_tools import DEV_KEYS, EXPECTED_ROLES, WIFI_CERT, BuildInputs, make_inputs, role_signer, write_target_files
-from sealgate.avb.descriptors import HashtreeDescriptor, PropertyDescriptor
+from sealgate.avb.descriptors import ChainPartitionDescriptor, HashtreeDescriptor, PropertyDescriptor
 from sealgate.avb.images import add_hashtree_footer
 from sealgate.avb.keys import public_key_metadata
 from sealgate.avb.vbmeta import build_vbmeta, read_vbmeta
@@ -59,10 +59,12 @@ def _keys(inputs: BuildInputs) -> KeyMap:
     return KeyMap(dict(inputs.signers), {WIFI_CERT: "networkstack"})
 
 
-def _misc_info(fs_type: str) -> str:
+def _misc_info(fs_type: str, *, dynamic: bool = False) -> str:
+    # A dynamic partition: no system_size, and the generic fs_type (ImagePropFromGlobalDict's fallback for system).
+    sizing = "use_dynamic_partition_size=true\nfs_type=" if dynamic else f"system_size={SYSTEM_SIZE}\nsystem_fs_type="
     return (
         f"default_system_dev_certificate={DEV_KEYS}/testkey\navb_enable=true\nrecovery_api_version=3\n"
-        f"system_fs_type={fs_type}\nsystem_size={SYSTEM_SIZE}\navb_system_hashtree_enable=true\n"
+        f"{sizing}{fs_type}\navb_system_hashtree_enable=true\n"
         f"avb_system_add_hashtree_footer_args=--prop {FINGERPRINT_PROP}:{TEST_FINGERPRINT}\n"
         "selinux_fc=META/file_contexts\n"
     )
@@ -87,7 +89,15 @@ def _extract_tree(archive: zipfile.ZipFile, prefix: str, out: Path) -> None:
             target.write_bytes(archive.read(name))
 
 
-def _build_input(inputs: BuildInputs, avb_test_key: PrivateKeySigner, work: Path, fs_type: str = "erofs") -> Path:
+def _build_input(
+    inputs: BuildInputs,
+    avb_test_key: PrivateKeySigner,
+    work: Path,
+    fs_type: str = "erofs",
+    *,
+    dynamic: bool = False,
+    vbmeta_system: bool = False,
+) -> Path:
     """A test-keys target-files package whose system.img really holds SYSTEM/, signed by the AVB test key."""
     work.mkdir(parents=True, exist_ok=True)
     plain = write_target_files(work / "plain.zip", inputs)
@@ -101,8 +111,16 @@ def _build_input(inputs: BuildInputs, avb_test_key: PrivateKeySigner, work: Path
     # make_vbmeta_image --include_descriptors_from_image system.img: every footer descriptor, then a property.
     footer_descriptors = read_vbmeta(_footer_vbmeta(image)).descriptors
     vbmeta = build_vbmeta([*footer_descriptors, PropertyDescriptor("other", b"kept")], avb_test_key, padding_size=4096)
+    chained: dict[str, bytes] = {}
+    if vbmeta_system:  # the Pixel layout: vbmeta.img chains to vbmeta_system.img, which describes system.img
+        chained["IMAGES/vbmeta_system.img"] = build_vbmeta(
+            footer_descriptors, avb_test_key, padding_size=4096, rollback_index_location=1
+        )
+        key = public_key_metadata(avb_test_key.public_key)
+        vbmeta = build_vbmeta([ChainPartitionDescriptor(1, "vbmeta_system", key)], avb_test_key, padding_size=4096)
     extra = {
-        "META/misc_info.txt": _misc_info(fs_type).encode(),
+        **chained,
+        "META/misc_info.txt": _misc_info(fs_type, dynamic=dynamic).encode(),
         "META/filesystem_config.txt": _fs_config(tree).encode(),
         "META/file_contexts": FILE_CONTEXTS.encode(),
         "IMAGES/system.img": image.read_bytes(),
@@ -291,3 +309,31 @@ def test_the_offline_bundle_check_accepts_a_rebuilt_image(signed: Signed, inputs
     with pytest.raises(ReleaseError, match="not the ones that were sent"):
         TargetFilesHandler().check(tmp_path / "less.zip", source, lambda role: inputs.signers[role].certificate,
                                    options)  # fmt: skip
+
+
+def test_a_dynamic_system_partition_described_by_vbmeta_system(
+    inputs: BuildInputs, avb_test_key: PrivateKeySigner, tmp_path: Path
+) -> None:
+    """vbmeta_system.img (chained, re-signed with the avb key) gets the rebuilt system.img's descriptors; the
+    partition is sized to its contents, as build_image sizes dynamic partitions."""
+    from sealgate.cli.main import main
+
+    source = _build_input(inputs, avb_test_key, tmp_path / "in", dynamic=True, vbmeta_system=True)
+    out = tmp_path / "out.zip"
+    report = sign_target_files(source, out, _keys(inputs))
+    assert report.images_rebuilt == ["IMAGES/system.img", "IMAGES/vbmeta_system.img"]
+    images = tmp_path / "images"
+    images.mkdir()
+    with zipfile.ZipFile(out) as archive:
+        for name in ("system", "vbmeta", "vbmeta_system"):
+            (images / f"{name}.img").write_bytes(archive.read(f"IMAGES/{name}.img"))
+    size = (images / "system.img").stat().st_size
+    assert size % 4096 == 0 and size < SYSTEM_SIZE
+    avb = tmp_path / "avb_pkmd.bin"
+    avb.write_bytes(public_key_metadata(inputs.signers["avb"].public_key))
+    assert main(["release", "avb-verify", str(images), "--pkmd", str(avb)]) == 0
+    system = read_vbmeta((images / "vbmeta_system.img").read_bytes())
+    assert system.rollback_index_location == 1
+    with zipfile.ZipFile(source) as archive:
+        (images / "system.img").write_bytes(archive.read("IMAGES/system.img"))
+    assert main(["release", "avb-verify", str(images), "--pkmd", str(avb)]) == 1

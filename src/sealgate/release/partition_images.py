@@ -52,7 +52,8 @@ from pathlib import Path
 from sealgate.apk.signing.output import AtomicOutput
 from sealgate.avb.descriptors import Descriptor, HashtreeDescriptor
 from sealgate.avb.footer import read_image
-from sealgate.avb.images import add_hashtree_footer
+from sealgate.avb.hashtree import tree_size
+from sealgate.avb.images import BLOCK_SIZE, add_hashtree_footer
 from sealgate.avb.vbmeta import VbmetaImage, read_vbmeta, resign_vbmeta
 from sealgate.errors import AvbFormatError, ReleaseError, UsageError, ZipFormatError
 from sealgate.release.apkcerts import KeyMap
@@ -74,6 +75,8 @@ FIXED_FILE_TIMESTAMP = 1230768000
 _VFS_CAP_REVISION_2 = 0x02000000
 _VFS_CAP_FLAGS_EFFECTIVE = 0x000001
 _MAX_TEXT = 16 * 1024 * 1024
+#: libavb's largest vbmeta behind a footer (avbtool's MAX_VBMETA_SIZE).
+_MAX_FOOTER_VBMETA = 64 * 1024
 _MAX_VBMETA = 1024 * 1024
 
 
@@ -105,8 +108,13 @@ def partition_of(image: str) -> str:
 
 def wants_rebuild(misc_info: dict[str, str], images: Sequence[str]) -> bool:
     """The default of --rebuild-images: some stale image is an EROFS partition and mkfs.erofs is installed."""
-    erofs = any(misc_info.get(f"{partition_of(image)}_fs_type") == "erofs" for image in images)
+    erofs = any(fs_type(misc_info, partition_of(image)) == "erofs" for image in images)
     return erofs and shutil.which(MKFS_EROFS) is not None
+
+
+def fs_type(misc_info: dict[str, str], partition: str) -> str | None:
+    """ImagePropFromGlobalDict: <part>_fs_type; for system the generic fs_type when system_fs_type is absent."""
+    return misc_info.get(f"{partition}_fs_type") or (misc_info.get("fs_type") if partition == "system" else None)
 
 
 def parse_fs_config(text: str, where: str) -> dict[str, FsConfigEntry]:
@@ -194,12 +202,12 @@ def _refuse_unbuildable(
     problems = []
     for image in images:
         partition = partition_of(image)
-        fs_type = misc_info.get(f"{partition}_fs_type")
+        declared = fs_type(misc_info, partition)
         if partition not in FILESYSTEM_PARTITIONS:
             problems.append(f"{image} is not a filesystem image add_img_to_target_files builds from a directory")
-        elif fs_type != "erofs":
+        elif declared != "erofs":
             problems.append(
-                f"{image} is {fs_type or 'of no declared filesystem'} ({partition}_fs_type in {MISC_INFO}); only "
+                f"{image} is {declared or 'of no declared filesystem'} ({partition}_fs_type in {MISC_INFO}); only "
                 "EROFS images are rebuilt (Debian's mke2fs cannot apply Android's fs_config)"
             )
         elif archive.entry(_fs_config_name(partition)) is None:
@@ -433,9 +441,7 @@ def _add_footer(
     if misc_info.get(f"avb_{partition}_hashtree_enable") != "true":
         return None
     args = _footer_args(misc_info.get(f"avb_{partition}_add_hashtree_footer_args", ""), partition)
-    size = misc_info.get(f"{partition}_size", "")
-    if not size.isdigit():
-        raise ReleaseError(f"{MISC_INFO} gives no {partition}_size for the AVB footer of {partition}.img")
+    size = _partition_size(misc_info, partition, image, args.hash_algorithm)
     fingerprint = parse_props(_text(archive, "SYSTEM/build.prop") or "").get("ro.build.fingerprint", "")
     salt = hashlib.sha256(fingerprint.encode("utf-8")).digest()
     old = _old_footer(archive, partition, image.parent)
@@ -447,12 +453,30 @@ def _add_footer(
             rollback_index = old.rollback_index
     flags = next((d.flags for d in old.descriptors if isinstance(d, HashtreeDescriptor)), 0) if old else 0
     try:
-        add_hashtree_footer(image, partition, int(size), signer, hash_algorithm=args.hash_algorithm, salt=salt,
+        add_hashtree_footer(image, partition, size, signer, hash_algorithm=args.hash_algorithm, salt=salt,
                             properties=args.properties, rollback_index=rollback_index or 0, flags=flags)  # fmt: skip
         _, vbmeta = read_image(image)
     except (UsageError, AvbFormatError) as exc:
         raise ReleaseError(f"cannot add the AVB footer to {partition}.img: {exc}") from exc
     return _Footer(tuple(old.descriptors) if old is not None else (), tuple(vbmeta.descriptors))
+
+
+def _partition_size(misc_info: dict[str, str], partition: str, image: Path, hash_algorithm: str) -> int:
+    """<part>_size; for a dynamic partition without one (use_dynamic_partition_size), the smallest size that holds
+    the image and <part>_reserved_size, its hash tree, the largest vbmeta libavb accepts and the footer block
+    (avbtool's calc_max_image_size margins), as build_image sizes dynamic partitions to their contents."""
+    size = misc_info.get(f"{partition}_size", "")
+    if size.isdigit():
+        return int(size)
+    if misc_info.get("use_dynamic_partition_size") != "true":
+        raise ReleaseError(f"{MISC_INFO} gives no {partition}_size for the AVB footer of {partition}.img")
+    reserved = misc_info.get(f"{partition}_reserved_size", "0")
+    data = _round_up(image.stat().st_size + (int(reserved) if reserved.isdigit() else 0), BLOCK_SIZE)
+    return data + tree_size(data, BLOCK_SIZE, hash_algorithm) + _MAX_FOOTER_VBMETA + BLOCK_SIZE
+
+
+def _round_up(size: int, multiple: int) -> int:
+    return -(-size // multiple) * multiple
 
 
 @dataclass
