@@ -82,11 +82,22 @@ def _fs_config(tree: Path) -> str:
 
 
 def _extract_tree(archive: zipfile.ZipFile, prefix: str, out: Path) -> None:
-    for name in archive.namelist():
+    for info in archive.infolist():
+        name = info.filename
         if name.startswith(prefix) and not name.endswith("/"):
             target = out / name[len(prefix) :]
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(archive.read(name))
+            if (info.external_attr >> 16) & 0o170000 == 0o120000:
+                target.symlink_to(archive.read(name).decode())
+            else:
+                target.write_bytes(archive.read(name))
+
+
+def _add_symlink(package: Path, name: str, target: str) -> None:
+    with zipfile.ZipFile(package, "a") as archive:
+        info = zipfile.ZipInfo(name)
+        info.external_attr = 0o120777 << 16
+        archive.writestr(info, target)
 
 
 def _build_input(
@@ -101,6 +112,7 @@ def _build_input(
     """A test-keys target-files package whose system.img really holds SYSTEM/, signed by the AVB test key."""
     work.mkdir(parents=True, exist_ok=True)
     plain = write_target_files(work / "plain.zip", inputs)
+    _add_symlink(plain, "SYSTEM/bin/ls", "sh")
     tree = work / "system-tree"
     with zipfile.ZipFile(plain) as archive:
         _extract_tree(archive, "SYSTEM/", tree)
@@ -127,7 +139,9 @@ def _build_input(
         "IMAGES/system.map": b"/system/bin/sh 1-2\n",
         "IMAGES/vbmeta.img": vbmeta,
     }
-    return write_target_files(work / "target_files.zip", inputs, extra=extra)
+    package = write_target_files(work / "target_files.zip", inputs, extra=extra)
+    _add_symlink(package, "SYSTEM/bin/ls", "sh")
+    return package
 
 
 def _footer_vbmeta(image: Path) -> bytes:
@@ -175,6 +189,7 @@ def test_the_rebuilt_image_holds_exactly_the_signed_tree(signed: Signed, inputs:
     from cryptography.hazmat.primitives.serialization import Encoding
 
     assert x509.load_pem_x509_certificate(pem).public_bytes(Encoding.DER) == inputs.signers["ota"].certificate.der
+    assert os.readlink(tmp_path / "got/bin/ls") == "sh"
     if os.geteuid() == 0:  # fsck.erofs restores owners and modes for root, as fs_config gave them
         sh = (tmp_path / "got" / "bin/sh").stat()
         assert (sh.st_uid, sh.st_gid, sh.st_mode & 0o7777) == (0, 2000, 0o755)
@@ -337,3 +352,17 @@ def test_a_dynamic_system_partition_described_by_vbmeta_system(
     with zipfile.ZipFile(source) as archive:
         (images / "system.img").write_bytes(archive.read("IMAGES/system.img"))
     assert main(["release", "avb-verify", str(images), "--pkmd", str(avb)]) == 1
+
+
+def test_a_symlink_cannot_lead_the_staging_out_of_its_directory(
+    inputs: BuildInputs, avb_test_key: PrivateKeySigner, tmp_path: Path
+) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    source = _build_input(inputs, avb_test_key, tmp_path / "in")
+    _add_symlink(source, "SYSTEM/escape", str(outside))
+    with zipfile.ZipFile(source, "a") as archive:
+        archive.writestr("SYSTEM/escape/planted", b"must not be written outside the staging directory")
+    with pytest.raises(ReleaseError, match="below the symlink escape"):
+        sign_target_files(source, tmp_path / "out.zip", _keys(inputs))
+    assert os.listdir(outside) == [] and not (tmp_path / "out.zip").exists()

@@ -282,9 +282,12 @@ def _build_image(
     result: RebuiltImages,
 ) -> Path:
     root = work / f"stage-{partition}"
-    _stage(archive, partition, root)
     as_root = _running_as_root()
-    _apply_fs_config(root, _fs_config(archive, partition), partition, as_root=as_root)
+    try:
+        _stage(archive, partition, root)
+        _apply_fs_config(root, _fs_config(archive, partition), partition, as_root=as_root)
+    except (OSError, ZipFormatError) as exc:
+        raise ReleaseError(f"cannot stage {partition.upper()}/ to build {partition}.img: {exc}") from exc
     uuid_seed = f"{partition}-{_fingerprint(archive, partition)}"
     command = [MKFS_EROFS, "--quiet", f"-T{FIXED_FILE_TIMESTAMP}", f"-U{uuid.uuid5(uuid.NAMESPACE_URL, uuid_seed)}"]
     if not as_root:
@@ -353,11 +356,21 @@ def _stage(archive: ZipArchive, partition: str, root: Path) -> None:
         if any(part in ("", ".", "..") for part in parts):
             raise ReleaseError(f"{entry.name}: a path that cannot be staged")
         target = root.joinpath(*parts)
+        parent = root
+        for part in parts[:-1]:  # never through a symlink staged before: it may point out of `root`
+            parent = parent / part
+            if parent.is_symlink():
+                raise ReleaseError(f"{entry.name}: a path below the symlink {parent.relative_to(root)}")
         target.parent.mkdir(parents=True, exist_ok=True)
+        if target.is_symlink():
+            raise ReleaseError(f"{entry.name} is in the package twice")
         if entry.is_directory:
             target.mkdir(exist_ok=True)
         elif is_symlink(attributes[index]):
-            target.symlink_to(archive.read(entry, max_size=4096).decode("utf-8"))
+            try:
+                target.symlink_to(archive.read(entry, max_size=4096).decode("utf-8"))
+            except UnicodeDecodeError as exc:
+                raise ReleaseError(f"{entry.name}: a symlink whose target is not UTF-8") from exc
         else:
             with open(target, "wb") as handle:
                 for chunk in archive.iter_data(entry):
@@ -367,7 +380,7 @@ def _stage(archive: ZipArchive, partition: str, root: Path) -> None:
 def _apply_fs_config(root: Path, config: dict[str, FsConfigEntry], partition: str, *, as_root: bool) -> None:
     """Give every staged path the mode (and, as root, the owner and capabilities) its fs_config line says."""
     unlisted = []
-    for path in [root, *sorted(root.rglob("*"))]:
+    for path in [root, *_walk(root)]:
         relative = "" if path == root else path.relative_to(root).as_posix()
         entry = _lookup(config, relative, partition)
         if entry is None:
@@ -384,6 +397,14 @@ def _apply_fs_config(root: Path, config: dict[str, FsConfigEntry], partition: st
             f"{_fs_config_name(partition)} does not describe {len(unlisted)} path(s) of {partition.upper()}/ "
             f"(e.g. {unlisted[0]}): the fs_config is not this package's; nothing was written"
         )
+
+
+def _walk(root: Path) -> list[Path]:
+    """Every path below `root`, never through a symlink (one may point anywhere on the host)."""
+    paths: list[Path] = []
+    for directory, subdirectories, files in os.walk(root, followlinks=False):
+        paths.extend(Path(directory, name) for name in [*subdirectories, *files])
+    return sorted(paths)
 
 
 def _lookup(config: dict[str, FsConfigEntry], relative: str, partition: str) -> FsConfigEntry | None:
