@@ -14,21 +14,28 @@ source directory changed during signing are rebuilt, and only EROFS ones, with D
   (security.capability, a VFS_CAP_REVISION_2 xattr with the effective bit, as fs_config's capabilities= become)
   are applied to the staged tree itself. Owners and capabilities need root; without root the build is refused
   unless the caller accepts an image whose files all belong to root (mkfs.erofs --all-root).
-- SELinux labels: misc_info's <part>_selinux_fc (or selinux_fc) is passed as --file-contexts when it is the
-  text form; a compiled file_contexts.bin is refused (libselinux's compiled format depends on the PCRE build that
-  wrote it, and an image labelled from a misread policy would not boot enforcing). Debian's mkfs.erofs has no
-  --mount-point, so labels are looked up with paths from the image root: only partitions mounted at / (system,
-  system-as-root) can be labelled; file contexts for another partition are refused.
-- Determinism, as add_img_to_target_files makes it: uuid_seed = "<part>-" + the partition's build fingerprint,
-  the filesystem UUID = uuid5(NAMESPACE_URL, uuid_seed), hash_seed = uuid5(NAMESPACE_URL, "hash_seed-" +
-  uuid_seed) and the AVB salt sha256(hash_seed) (build_image.py), every timestamp ro.build.date.utc (-T).
-  <part>_erofs_compressor / erofs_default_compressor and <part>_erofs_pcluster_size become -z and -C. Images are
-  written raw (not sparse): the AVB code reads raw images.
-- the dm-verity hash tree and AVB footer (`sealgate.avb.images.add_hashtree_footer`) at <part>_size, with the
-  --prop and --hash_algorithm arguments of avb_<part>_add_hashtree_footer_args; the footer's vbmeta is unsigned
-  unless vbmeta.img chains to the partition (then it is signed by the chained key, avb_<part> or avb). Every vbmeta
-  image of the package holding a hashtree descriptor for the partition (vbmeta.img, vbmeta_system.img, ...) gets
-  the new descriptor (root digest, salt, sizes) and is re-signed with its own key, everything else kept.
+- SELinux labels: the file contexts misc_info names (<part>_selinux_fc, else selinux_fc; META/ and the basename,
+  as common.LoadInfoDict finds them when repacking) go to --file-contexts in their text form. A compiled
+  file_contexts.bin is refused (libselinux's compiled format depends on the PCRE build that wrote it, and an image
+  labelled from a misread policy would not boot enforcing), and so is a partition without file contexts.
+  Debian's mkfs.erofs has no --mount-point, so labels are looked up with paths from the image root: only system
+  (mounted at /, system-as-root) can be labelled; file contexts for another partition are refused.
+- Determinism, as add_img_to_target_files' CreateImage makes it: every timestamp FIXED_FILE_TIMESTAMP
+  (2009-01-01; CreateImage overrides build_image's ro.build.date.utc with it), the filesystem UUID
+  uuid5(NAMESPACE_URL, "<part>-" + the partition's build fingerprint), the AVB salt sha256 of the build
+  fingerprint (LoadInfoDict's avb_salt), all taken after the props were rewritten to release-keys. build_image's
+  erofs settings become mkfs.erofs options (compressor -z, pcluster size -C, share_dup_blocks --chunksize 4096,
+  legacy compression -E legacy-compress); compress hints and block sizes other than 4096 are refused. Images are
+  written raw (not sparse): the AVB code reads raw images. The old image's block map (IMAGES/<part>.map) is
+  dropped: Debian's mkfs.erofs cannot write one.
+- the dm-verity hash tree and AVB footer (`sealgate.avb.images.add_hashtree_footer`, no FEC) at <part>_size (a
+  dynamic partition without one is sized to its contents), with the --prop, --hash_algorithm and
+  --rollback_index arguments of avb_<part>_add_hashtree_footer_args (any other is refused); the footer's vbmeta is
+  unsigned unless vbmeta.img chains to the partition (then it is signed by the chained key, avb_<part> or avb).
+  vbmeta.img and the vbmeta images it chains to (vbmeta_system.img, ...) included the old image's footer
+  descriptors (make_vbmeta_image --include_descriptors_from_image): those are replaced in place by the new
+  footer's (root digest, salt, sizes, release-keys fingerprint property) and each such image is re-signed with
+  its own key, every other descriptor kept (common.BuildVBMeta rebuilds them the same way).
 
 A partition that needs rebuilding and cannot be (ext4: Debian's mke2fs -d cannot apply Android's fs_config, and
 e2fsdroid is not packaged; a boot image; a missing tool) is refused, naming every one, before anything is
@@ -65,6 +72,7 @@ from sealgate.signing import Signer
 from sealgate.ziparchive import METHOD_DEFLATED, ZipArchive
 
 MKFS_EROFS = "mkfs.erofs"
+FSCK_EROFS = "fsck.erofs"
 MISC_INFO = "META/misc_info.txt"
 #: add_img_to_target_files builds these from <PART>/ with CreateImage.
 FILESYSTEM_PARTITIONS = (
@@ -306,6 +314,11 @@ def _build_image(
     if done.returncode != 0:
         raise ReleaseError(f"{MKFS_EROFS} failed for {partition}: {(done.stderr or done.stdout).strip()}")
     shutil.rmtree(root)
+    fsck = shutil.which(FSCK_EROFS)
+    if fsck is not None:  # build_image's RunErofsFsck: every file of the new image decodes
+        checked = subprocess.run([fsck, "--extract", str(image)], capture_output=True, text=True, check=False)
+        if checked.returncode != 0:
+            raise ReleaseError(f"{FSCK_EROFS} refuses the new {partition}.img: {checked.stderr.strip()}")
     return image
 
 
