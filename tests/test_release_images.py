@@ -18,7 +18,16 @@ from pathlib import Path
 import pytest
 
 from conftest import require_tool
-from release_tools import DEV_KEYS, EXPECTED_ROLES, WIFI_CERT, BuildInputs, make_inputs, role_signer, write_target_files
+from release_tools import (
+    DEV_KEYS,
+    EXPECTED_ROLES,
+    WIFI_CERT,
+    BuildInputs,
+    make_inputs,
+    otacerts,
+    role_signer,
+    write_target_files,
+)
 from sealgate.avb.descriptors import ChainPartitionDescriptor, HashtreeDescriptor, PropertyDescriptor
 from sealgate.avb.images import add_hashtree_footer
 from sealgate.avb.keys import public_key_metadata
@@ -334,9 +343,15 @@ def test_a_dynamic_system_partition_described_by_vbmeta_system(
     from sealgate.cli.main import main
 
     source = _build_input(inputs, avb_test_key, tmp_path / "in", dynamic=True, vbmeta_system=True)
+    with zipfile.ZipFile(source, "a") as archive:  # recovery in the boot ramdisk: boot.img goes stale too
+        archive.writestr("BOOT/RAMDISK/system/etc/security/otacerts.zip",
+                         otacerts(inputs.test_keys["testkey"].cert_path.read_bytes()))  # fmt: skip
     out = tmp_path / "out.zip"
     report = sign_target_files(source, out, _keys(inputs))
     assert report.images_rebuilt == ["IMAGES/system.img", "IMAGES/vbmeta_system.img"]
+    # a boot image is not a filesystem image: still listed, with the note, not refused
+    assert report.images_to_rebuild == ["IMAGES/boot.img"]
+    assert "IMAGES_NOT_REBUILT" in {note.code for note in report.notes}
     images = tmp_path / "images"
     images.mkdir()
     with zipfile.ZipFile(out) as archive:

@@ -37,9 +37,10 @@ source directory changed during signing are rebuilt, and only EROFS ones, with D
   footer's (root digest, salt, sizes, release-keys fingerprint property) and each such image is re-signed with
   its own key, every other descriptor kept (common.BuildVBMeta rebuilds them the same way).
 
-A partition that needs rebuilding and cannot be (ext4: Debian's mke2fs -d cannot apply Android's fs_config, and
-e2fsdroid is not packaged; a boot image; a missing tool) is refused, naming every one, before anything is
-written.
+A filesystem partition that needs rebuilding and cannot be (ext4: Debian's mke2fs -d cannot apply Android's
+fs_config, and e2fsdroid is not packaged; an unsupported setting; a missing tool) is refused, naming every one,
+before anything is written. Boot images (boot.img with a ramdisk whose otacerts changed) are not filesystem images:
+the caller reports them as still to be rebuilt.
 """
 
 from __future__ import annotations
@@ -112,6 +113,11 @@ class RebuiltImages:
 def partition_of(image: str) -> str:
     """IMAGES/system.img -> system."""
     return Path(image).stem
+
+
+def filesystem_images(images: Sequence[str]) -> list[str]:
+    """The images CreateImage builds from a directory; boot, recovery, vendor_boot ... are not (see the report)."""
+    return [image for image in images if partition_of(image) in FILESYSTEM_PARTITIONS]
 
 
 def wants_rebuild(misc_info: dict[str, str], images: Sequence[str]) -> bool:

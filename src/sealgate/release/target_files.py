@@ -421,13 +421,13 @@ def _finish_images(
     accept_root_owned: bool,
 ) -> None:
     """Rebuild the stale images into `output_zip`, or move the first pass there when there is nothing to do."""
-    stale = report.images_to_rebuild
+    stale = partition_images.filesystem_images(report.images_to_rebuild)
     if stale and (rebuild_images or partition_images.wants_rebuild(misc_info, stale)):
         with tempfile.TemporaryDirectory(dir=first_pass.parent, prefix="images-") as work:
             rebuilt = partition_images.rebuild_partition_images(first_pass, output_zip, stale, keys, Path(work),
                                                                 accept_root_owned=accept_root_owned)  # fmt: skip
         report.images_rebuilt = rebuilt.rebuilt + rebuilt.resigned
-        report.images_to_rebuild = []
+        report.images_to_rebuild = [image for image in report.images_to_rebuild if image not in stale]
         report.notes.append(Issue("IMAGES_REBUILT", "rebuilt from the signed directories (and the vbmeta images "
                                   "describing them re-signed): " + ", ".join(report.images_rebuilt)))  # fmt: skip
         for name in rebuilt.root_owned:
