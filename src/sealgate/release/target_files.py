@@ -22,9 +22,9 @@ The steps, in the order that lets every refusal happen before a byte is written:
 
 Like sign_target_files_apks (which lets add_img_to_target_files regenerate IMAGES/), the EROFS images whose source
 directory changed are rebuilt from the signed directories and vbmeta re-describes them (`partition_images`);
-with `rebuild_images=False`, or when no stale image is EROFS, the report lists the images left stale instead.
-The output is deterministic: entries in
-the input's order, each stamped 2009-01-01 (`zip_writer`); only ECDSA/DSA signatures differ between runs.
+with `rebuild_images=False`, or when no stale image is EROFS, the report lists the images left stale instead
+(boot images always are). The output is deterministic: entries in the input's order, each stamped 2009-01-01
+(`zip_writer`); only ECDSA/DSA signatures differ between runs.
 """
 
 from __future__ import annotations
