@@ -117,6 +117,7 @@ def _build_input(
     *,
     dynamic: bool = False,
     vbmeta_system: bool = False,
+    chain_system: bool = False,
 ) -> Path:
     """A test-keys target-files package whose system.img really holds SYSTEM/, signed by the AVB test key."""
     work.mkdir(parents=True, exist_ok=True)
@@ -127,8 +128,8 @@ def _build_input(
         _extract_tree(archive, "SYSTEM/", tree)
     image = work / "system.img"
     subprocess.run(["mkfs.erofs", "--quiet", "-T1700000000", "--all-root", str(image), str(tree)], check=True)
-    add_hashtree_footer(image, "system", SYSTEM_SIZE, None, salt=bytes(32),
-                        properties={FINGERPRINT_PROP: TEST_FINGERPRINT.encode()})  # fmt: skip
+    add_hashtree_footer(image, "system", SYSTEM_SIZE, avb_test_key if chain_system else None, salt=bytes(32),
+                        properties={FINGERPRINT_PROP: TEST_FINGERPRINT.encode()}, rollback_index=7)  # fmt: skip
     # make_vbmeta_image --include_descriptors_from_image system.img: every footer descriptor, then a property.
     footer_descriptors = read_vbmeta(_footer_vbmeta(image)).descriptors
     vbmeta = build_vbmeta([*footer_descriptors, PropertyDescriptor("other", b"kept")], avb_test_key, padding_size=4096)
@@ -139,6 +140,9 @@ def _build_input(
         )
         key = public_key_metadata(avb_test_key.public_key)
         vbmeta = build_vbmeta([ChainPartitionDescriptor(1, "vbmeta_system", key)], avb_test_key, padding_size=4096)
+    if chain_system:  # vbmeta.img chains to system.img itself: its footer is signed by the chained key
+        key = public_key_metadata(avb_test_key.public_key)
+        vbmeta = build_vbmeta([ChainPartitionDescriptor(2, "system", key)], avb_test_key, padding_size=4096)
     extra = {
         **chained,
         "META/misc_info.txt": _misc_info(fs_type, dynamic=dynamic).encode(),
@@ -381,3 +385,26 @@ def test_a_symlink_cannot_lead_the_staging_out_of_its_directory(
     with pytest.raises(ReleaseError, match="below the symlink escape"):
         sign_target_files(source, tmp_path / "out.zip", _keys(inputs))
     assert os.listdir(outside) == [] and not (tmp_path / "out.zip").exists()
+
+
+def test_a_system_partition_chained_by_vbmeta_gets_a_signed_footer(
+    inputs: BuildInputs, avb_test_key: PrivateKeySigner, tmp_path: Path
+) -> None:
+    from sealgate.avb.footer import read_image
+    from sealgate.avb.vbmeta import verify_vbmeta
+    from sealgate.cli.main import main
+
+    source = _build_input(inputs, avb_test_key, tmp_path / "in", chain_system=True)
+    out = tmp_path / "out.zip"
+    report = sign_target_files(source, out, _keys(inputs))
+    assert report.images_rebuilt == ["IMAGES/system.img"]  # vbmeta.img names the key, not the image
+    images = tmp_path / "images"
+    images.mkdir()
+    with zipfile.ZipFile(out) as archive:
+        for name in ("system", "vbmeta"):
+            (images / f"{name}.img").write_bytes(archive.read(f"IMAGES/{name}.img"))
+    _, footer = read_image(images / "system.img")
+    assert verify_vbmeta(footer, [inputs.signers["avb"].public_key]).verified and footer.rollback_index == 7
+    avb = tmp_path / "avb_pkmd.bin"
+    avb.write_bytes(public_key_metadata(inputs.signers["avb"].public_key))
+    assert main(["release", "avb-verify", str(images), "--pkmd", str(avb)]) == 0
