@@ -75,6 +75,16 @@ def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
               help="Sign packages whose apkcerts certificate is CERTNAME with ROLE (like -k); repeatable.")  # fmt: skip
 @click.option("--rollback-index", type=click.IntRange(min=0), help="AVB rollback index written into vbmeta.")
 @click.option("--avb-algorithm", help="vbmeta algorithm, e.g. SHA256_RSA4096 (default: from the AVB key).")
+@click.option(
+    "--rebuild-images/--no-rebuild-images",
+    default=None,
+    help="Rebuild the changed EROFS images (default: when some are EROFS and mkfs.erofs is installed).",
+)
+@click.option(
+    "--accept-root-owned",
+    is_flag=True,
+    help="When not run as root, build images whose files all belong to root instead of refusing.",
+)
 @PASSPHRASE_FD
 @JSON_OUTPUT
 def sign_target_files_command(
@@ -85,6 +95,8 @@ def sign_target_files_command(
     key_map: tuple[str, ...],
     rollback_index: int | None,
     avb_algorithm: str | None,
+    rebuild_images: bool | None,
+    accept_root_owned: bool,
     passphrase_fd: int | None,
     as_json: bool,
 ) -> int:
@@ -111,8 +123,9 @@ def sign_target_files_command(
         keys = KeyMap(signers, _pairs(key_map, "--key-map"))
         try:
             report = sign_target_files(
-                input_zip, output_zip, keys, rollback_index=rollback_index, avb_algorithm=avb_algorithm
-            )
+                input_zip, output_zip, keys, rollback_index=rollback_index, avb_algorithm=avb_algorithm,
+                rebuild_images=rebuild_images, accept_root_owned=accept_root_owned,
+            )  # fmt: skip
         except UnreleasableBuildError as exc:
             if not as_json:
                 raise

@@ -44,6 +44,8 @@ class SignReport:
     vbmeta: dict[str, Any] | None = None
     #: IMAGES/*.img whose source directory changed: they still hold the old contents until rebuilt.
     images_to_rebuild: list[str] = field(default_factory=list)
+    #: IMAGES/*.img rebuilt from the signed directories, and the vbmeta images re-signed to describe them.
+    images_rebuilt: list[str] = field(default_factory=list)
     notes: list[Issue] = field(default_factory=list)
 
     @property
@@ -60,5 +62,6 @@ class SignReport:
             "ota_certificate_sha256": self.ota_certificate_sha256,
             "vbmeta": self.vbmeta,
             "images_to_rebuild": self.images_to_rebuild,
+            "images_rebuilt": self.images_rebuilt,
             "notes": [note.to_json() for note in self.notes],
         }

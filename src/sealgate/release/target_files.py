@@ -20,10 +20,11 @@ The steps, in the order that lets every refusal happen before a byte is written:
    everything else copied as it is;
 5. fsync and rename into place (`AtomicOutput`); a failure at any step leaves nothing at the output path.
 
-Unlike sign_target_files_apks this does not rebuild the filesystem images in IMAGES/ (add_img_to_target_files
-needs the AOSP host tools): the report lists every image whose source directory changed, so the release process
-can rebuild them before a factory image or OTA is made from the package. The output is deterministic: entries in
-the input's order, each stamped 2009-01-01 (`zip_writer`); only ECDSA/DSA signatures differ between runs.
+Like sign_target_files_apks (which lets add_img_to_target_files regenerate IMAGES/), the EROFS images whose source
+directory changed are rebuilt from the signed directories and vbmeta re-describes them (`partition_images`);
+with `rebuild_images=False`, or when no stale image is EROFS, the report lists the images left stale instead
+(boot images always are). The output is deterministic: entries in the input's order, each stamped 2009-01-01
+(`zip_writer`); only ECDSA/DSA signatures differ between runs.
 """
 
 from __future__ import annotations
@@ -41,8 +42,10 @@ from sealgate.apk.report import Issue
 from sealgate.apk.signing import ApkSigningOptions, sign_apk
 from sealgate.apk.signing.output import AtomicOutput
 from sealgate.apk.verifier import verify_apk
+from sealgate.durable import fsync_directory
 from sealgate.errors import ReleaseError, SealgateError, UnreleasableBuildError, ZipFormatError
 from sealgate.ota.whole_file import trusted_key
+from sealgate.release import partition_images
 from sealgate.release.apkcerts import (
     DEFAULT_DEV_KEY_DIRECTORY,
     ApexKey,
@@ -97,12 +100,17 @@ def sign_target_files(
     rollback_index: int | None = None,
     avb_algorithm: str | None = None,
     tag_changes: tuple[str, ...] = DEFAULT_TAG_CHANGES,
+    rebuild_images: bool | None = None,
+    accept_root_owned: bool = False,
 ) -> SignReport:
     """Sign `input_zip` for release into `output_zip` with the signers of `keys` (see the module docstring).
 
     Raises UnreleasableBuildError for a build that is not a user build, ReleaseError for a package that cannot be
     signed (an APK without a key, a role without a signer, an APEX that is not PRESIGNED, malformed META files);
     in every case nothing is written at `output_zip`.
+
+    `rebuild_images` (None: when some stale image is EROFS and mkfs.erofs is installed) rebuilds the images whose
+    directories changed (`partition_images`); an image that cannot be rebuilt is then refused, nothing written.
     """
     if rollback_index is not None and not 0 <= rollback_index < 1 << 64:
         raise ReleaseError(f"the rollback index must be a 64-bit unsigned number, not {rollback_index}")
@@ -123,9 +131,12 @@ def sign_target_files(
         replaced: dict[bytes, bytes] = {}
         conflicts: set[bytes] = set()
         changed: set[str] = set()
+        outer = tempfile.TemporaryDirectory(dir=Path(output_zip).parent, prefix=".sign-target-files-")
+        first_pass = Path(outer.name) / "signed.zip" if rebuild_images is not False else Path(output_zip)
         with (
-            AtomicOutput(output_zip) as output,
-            tempfile.TemporaryDirectory(dir=Path(output_zip).parent, prefix=".sign-target-files-") as work,
+            outer,
+            AtomicOutput(first_pass) as output,
+            tempfile.TemporaryDirectory(dir=outer.name, prefix="work-") as work,
         ):
             vbmeta = resign_verified_boot(archive, keys, Path(work), algorithm=avb_algorithm,
                                           rollback_index=rollback_index)  # fmt: skip
@@ -183,9 +194,12 @@ def sign_target_files(
                     changed.add(entry.name)
             writer.finish()
             output.commit()
-        if ota_signer is not None:
-            report.ota_certificate_sha256 = ota_signer.certificate.sha256
-        report.images_to_rebuild = _stale_images(changed, names)
+            if ota_signer is not None:
+                report.ota_certificate_sha256 = ota_signer.certificate.sha256
+            report.images_to_rebuild = _stale_images(changed, names)
+            if first_pass != Path(output_zip):
+                _finish_images(first_pass, Path(output_zip), report, keys, misc_info, rebuild_images,
+                               accept_root_owned)  # fmt: skip
         if report.images_to_rebuild:
             report.notes.append(
                 Issue(
@@ -395,6 +409,34 @@ def _new_misc_info(
     if values.get("avb_enable") == "true":
         rewrite_avb_props(values, tag_changes)
     return format_misc_info(values, original).encode("utf-8")
+
+
+def _finish_images(
+    first_pass: Path,
+    output_zip: Path,
+    report: SignReport,
+    keys: KeyMap,
+    misc_info: dict[str, str],
+    rebuild_images: bool | None,
+    accept_root_owned: bool,
+) -> None:
+    """Rebuild the stale images into `output_zip`, or move the first pass there when there is nothing to do."""
+    stale = partition_images.filesystem_images(report.images_to_rebuild)
+    if stale and (rebuild_images or partition_images.wants_rebuild(misc_info, stale)):
+        with tempfile.TemporaryDirectory(dir=first_pass.parent, prefix="images-") as work:
+            rebuilt = partition_images.rebuild_partition_images(first_pass, output_zip, stale, keys, Path(work),
+                                                                accept_root_owned=accept_root_owned)  # fmt: skip
+        report.images_rebuilt = rebuilt.rebuilt + rebuilt.resigned
+        report.images_to_rebuild = [image for image in report.images_to_rebuild if image not in stale]
+        report.notes.append(Issue("IMAGES_REBUILT", "rebuilt from the signed directories (and the vbmeta images "
+                                  "describing them re-signed): " + ", ".join(report.images_rebuilt)))  # fmt: skip
+        for name in rebuilt.root_owned:
+            report.notes.append(Issue("ROOT_OWNED", f"{name}: every file belongs to root (not built as root)"))
+        for name in rebuilt.dropped:
+            report.notes.append(Issue("BLOCK_MAP_DROPPED", f"{name} described the old image; dropped"))
+        return
+    os.replace(first_pass, output_zip)
+    fsync_directory(output_zip.parent)
 
 
 def _stale_images(changed: set[str], names: set[str]) -> list[str]:

@@ -115,7 +115,8 @@ class TargetFilesHandler:
         with _open(unsigned) as sent, _open(signed) as came:
             sent_names = {entry.name for entry in sent.entries if not entry.is_directory}
             came_names = {entry.name for entry in came.entries if not entry.is_directory}
-            if came_names != sent_names - {VBMETA_DIGEST} and came_names != sent_names:
+            rebuilt_maps = _rebuilt_block_maps(sent, came)
+            if came_names != sent_names - {VBMETA_DIGEST} - rebuilt_maps and came_names != sent_names - rebuilt_maps:
                 different = sorted(came_names ^ sent_names)[:5]
                 raise ReleaseError(f"its entries are not the ones that were sent: {', '.join(different)}")
             apks = _mapped_apks(sent, sent_names, options)
@@ -262,6 +263,20 @@ def _check_unchanged(
             except (UnicodeDecodeError, ReleaseError):
                 pass
         raise ReleaseError(f"{name} is not the entry that was sent: signing copies it unchanged")
+
+
+def _rebuilt_block_maps(sent: ZipArchive, came: ZipArchive) -> set[str]:
+    """IMAGES/<part>.map entries sign_target_files drops because it rebuilt IMAGES/<part>.img (`partition_images`)."""
+    result = set()
+    for entry in sent.entries:
+        if entry.name.startswith("IMAGES/") and entry.name.endswith(".map") and came.entry(entry.name) is None:
+            image = entry.name.removesuffix(".map") + ".img"
+            before, after = sent.entry(image), came.entry(image)
+            if before is not None and after is not None and (before.crc32, before.uncompressed_size) != (
+                after.crc32, after.uncompressed_size
+            ):  # fmt: skip
+                result.add(entry.name)
+    return result
 
 
 def _rollback_text(options: Mapping[str, Any]) -> str:
