@@ -339,6 +339,30 @@ def test_the_offline_bundle_check_accepts_a_rebuilt_image(signed: Signed, inputs
                                    options)  # fmt: skip
 
 
+def test_the_offline_bundle_check_refuses_a_rebuilt_image_changed_on_the_way(
+    signed: Signed, inputs: BuildInputs, tmp_path: Path
+) -> None:
+    """A rebuilt image differs from the one sent, so `bundle apply` accepts it only as the custodian's vbmeta
+    describes it: one byte changed in transit (or the test-keys image put back) is refused."""
+    from sealgate.release.target_files_bundle import TargetFilesHandler
+
+    source, out, _ = signed
+    options = {"key_map": {WIFI_CERT: "networkstack"}}
+    with zipfile.ZipFile(source) as original:
+        old_system = original.read("IMAGES/system.img")
+    for label, change, reason in (
+        ("flipped", lambda data: data[:8192] + bytes([data[8192] ^ 1]) + data[8193:], "do not verify with the avb key"),
+        ("test-keys image", lambda data: old_system, "IMAGES/system"),
+    ):
+        forged = tmp_path / f"{label}.zip"
+        with zipfile.ZipFile(out) as signed_zip, zipfile.ZipFile(forged, "w") as copy:
+            for info in signed_zip.infolist():
+                data = signed_zip.read(info)
+                copy.writestr(info, change(data) if info.filename == "IMAGES/system.img" else data)
+        with pytest.raises(ReleaseError, match=reason):
+            TargetFilesHandler().check(forged, source, lambda role: inputs.signers[role].certificate, options)
+
+
 def test_a_dynamic_system_partition_described_by_vbmeta_system(
     inputs: BuildInputs, avb_test_key: PrivateKeySigner, tmp_path: Path
 ) -> None:

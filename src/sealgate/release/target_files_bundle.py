@@ -128,8 +128,11 @@ class TargetFilesHandler:
                         continue
                     _check_apk(came, name, certificate(role), role, Path(work))
                 _check_mac_permissions(sent, came, came_names, apks, certificate, Path(work))
+                rebuilt = _rebuilt_images(sent, came, came_names, rebuilt_maps)
+                if rebuilt:
+                    _check_rebuilt(came, came_names, rebuilt, certificate(AVB_ROLE), Path(work))
                 if VBMETA in came_names:  # (verified with the avb key just below; its chains are read here)
-                    _check_chained(sent, came, _read(came, VBMETA), Path(work))
+                    _check_chained(sent, came, _read(came, VBMETA), Path(work), rebuilt)
             ota = certificate(OTA_ROLE) if any(is_otacerts(name) for name in came_names) else None
             for name in sorted(came_names):
                 if is_otacerts(name):
@@ -142,7 +145,7 @@ class TargetFilesHandler:
             ) else "release-keys"  # fmt: skip
             if tags != "release-keys":
                 raise ReleaseError(f"SYSTEM/build.prop says ro.build.tags={tags}, not release-keys")
-            _check_unchanged(sent, came, came_names, apks)
+            _check_unchanged(sent, came, came_names, apks, rebuilt)
 
 
 def _check_mac_permissions(
@@ -185,9 +188,55 @@ def _check_mac_permissions(
             raise ReleaseError(f"{name} is not the policy that was sent with the re-signed certificates put in")
 
 
-def _check_chained(sent: ZipArchive, came: ZipArchive, vbmeta: bytes, work: Path) -> None:
+def _rebuilt_images(sent: ZipArchive, came: ZipArchive, names: set[str], rebuilt_maps: set[str]) -> set[str]:
+    """The filesystem images sign_target_files rebuilt (`partition_images`): those whose block map it dropped, or
+    which differ from the sent ones while the tree they are built from was re-signed (a dynamic partition has no
+    block map). Whatever is claimed here must then pass `_check_rebuilt`."""
+    result = {name.removesuffix(".map") + ".img" for name in rebuilt_maps}
+    for name in names:
+        if not (name.startswith("IMAGES/") and name.endswith(".img")) or name == VBMETA:
+            continue
+        tree = name.removeprefix("IMAGES/").removesuffix(".img").upper() + "/"
+        changed = any(
+            other.startswith(tree) and _digest(came, other) != _digest(sent, other) for other in names
+        )  # fmt: skip
+        if changed and sent.entry(name) is not None and _digest(came, name) != _digest(sent, name):
+            result.add(name)
+    return result
+
+
+def _check_rebuilt(came: ZipArchive, names: set[str], rebuilt: set[str], avb: Certificate, work: Path) -> None:
+    """A rebuilt image is accepted only as the custodian's vbmeta vouches for it: the response's images are checked
+    as a locked bootloader checks them (avb_slot_verify with the avb key: every hash and hash-tree digest recomputed
+    from the image bytes), and each rebuilt image must be among those vbmeta describes."""
+    from sealgate.avb.slot import verify_image_set
+
+    if VBMETA not in names:
+        raise ReleaseError(f"{', '.join(sorted(rebuilt))} changed, but the package has no {VBMETA} to vouch for them")
+    images = work / "images"
+    images.mkdir()
+    for name in sorted(n for n in names if n.startswith("IMAGES/") and n.endswith(".img") and "/" not in n[7:]):
+        entry = came.entry(name)
+        assert entry is not None
+        with open(images / name.removeprefix("IMAGES/"), "wb") as handle:
+            for chunk in came.iter_data(entry, max_size=2**40):
+                handle.write(chunk)
+    report = verify_image_set(images, [avb.public_key()])
+    if not report.verified:
+        problems = "; ".join(issue.message for issue in report.errors)
+        raise ReleaseError(f"the rebuilt images do not verify with the avb key: {problems}")
+    unvouched = sorted(
+        name for name in rebuilt if name.removeprefix("IMAGES/").removesuffix(".img") not in report.checked
+    )
+    if unvouched:
+        raise ReleaseError(f"{', '.join(unvouched)} changed, but {VBMETA} does not describe them")
+    shutil.rmtree(images)
+
+
+def _check_chained(sent: ZipArchive, came: ZipArchive, vbmeta: bytes, work: Path, rebuilt: set[str]) -> None:
     """Each image vbmeta.img chains to must verify with the key its chain descriptor names and carry the sent
-    image's descriptors and contents: re-signing changes the signature and nothing else."""
+    image's descriptors and contents: re-signing changes the signature and nothing else (a rebuilt image's
+    descriptors and contents were checked against the avb key by `_check_rebuilt`)."""
     from sealgate.avb.footer import read_image
     from sealgate.avb.vbmeta import read_vbmeta, verify_vbmeta
 
@@ -213,6 +262,8 @@ def _check_chained(sent: ZipArchive, came: ZipArchive, vbmeta: bytes, work: Path
             raise ReleaseError(f"{name} is malformed: {exc}") from exc
         if not verified:
             raise ReleaseError(f"{name} does not verify with the key {VBMETA} chains it to")
+        if name in rebuilt:
+            continue
         if came_image.descriptors != sent_image.descriptors:
             raise ReleaseError(f"{name} does not carry the descriptors that were sent")
         if (came_footer is None) != (sent_footer is None) or (
@@ -237,13 +288,17 @@ def _file_digest(path: Path, size: int) -> str:
 
 
 def _check_unchanged(
-    sent: ZipArchive, came: ZipArchive, names: set[str], apks: Mapping[str, tuple[ApkCert, str | None]]
+    sent: ZipArchive,
+    came: ZipArchive,
+    names: set[str],
+    apks: Mapping[str, tuple[ApkCert, str | None]],
+    rebuilt: set[str],
 ) -> None:
     """Every entry sign_target_files copies as it is (images, binaries, radio, ...) must be the one that was sent,
     and every build.prop exactly its release-keys rewrite: the checks above cover only what signing changes."""
     from sealgate.avb.vbmeta import read_vbmeta
 
-    rewritten = {VBMETA, MISC_INFO, OTAKEYS, VBMETA_DIGEST}
+    rewritten = {VBMETA, MISC_INFO, OTAKEYS, VBMETA_DIGEST} | rebuilt
     if VBMETA in names:  # the chained images are re-signed (vbmeta.img, which names them, was verified above)
         rewritten |= {f"IMAGES/{partition}.img" for partition in read_vbmeta(_read(came, VBMETA)).chain_partitions()}
     for name in sorted(names):
