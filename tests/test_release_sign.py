@@ -154,6 +154,45 @@ def test_otacerts_hold_the_ota_certificate_and_recovery_loads_it(
     assert not verify_package(tmp_path / "other-ota.zip", keys).verified
 
 
+def test_update_engines_payload_key_becomes_the_ota_key(inputs: BuildInputs, tmp_path: Path) -> None:
+    """ReplaceOtaKeys: etc/update_engine/update-payload-key.pub.pem is the OTA certificate's public key afterwards
+    (as `openssl x509 -pubkey` prints it), and `bundle apply` refuses a response that left the test key there."""
+    import subprocess
+
+    from asn1crypto import pem as asn1_pem
+    from cryptography.hazmat.primitives import serialization
+
+    from sealgate.release.target_files_bundle import TargetFilesHandler
+
+    name = "SYSTEM/etc/update_engine/update-payload-key.pub.pem"
+    test_key = inputs.signers["testkey"].certificate if "testkey" in inputs.signers else None
+    old = (
+        (test_key or inputs.signers["releasekey"].certificate)
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    source = write_target_files(tmp_path / "in.zip", inputs, extra={name: old})
+    out = tmp_path / "out.zip"
+    report = sign_target_files(source, out, _keys(inputs))
+    assert name in report.otacerts  # type: ignore[attr-defined]
+    ota_pem = tmp_path / "ota.x509.pem"
+    ota_pem.write_bytes(bytes(asn1_pem.armor("CERTIFICATE", inputs.signers["ota"].certificate.der)))
+    expected = subprocess.run(
+        [require_tool("openssl"), "x509", "-pubkey", "-noout", "-in", str(ota_pem)],
+        capture_output=True, check=True,
+    ).stdout  # fmt: skip
+    with zipfile.ZipFile(out) as archive:
+        assert archive.read(name) == expected
+    options = {"key_map": {WIFI_CERT: "networkstack"}}
+    TargetFilesHandler().check(out, source, lambda role: inputs.signers[role].certificate, options)
+    forged = tmp_path / "forged.zip"
+    with zipfile.ZipFile(out) as signed_zip, zipfile.ZipFile(forged, "w") as copy:
+        for info in signed_zip.infolist():
+            copy.writestr(info, old if info.filename == name else signed_zip.read(info))
+    with pytest.raises(ReleaseError, match="not the ota certificate's public key"):
+        TargetFilesHandler().check(forged, source, lambda role: inputs.signers[role].certificate, options)
+
+
 def test_mac_permissions_name_the_release_certificates(signed: tuple[Path, Path, object], inputs: BuildInputs) -> None:
     _, out, _ = signed
     with zipfile.ZipFile(out) as archive:

@@ -63,7 +63,7 @@ from sealgate.release.build_props import (
     rewrite_props,
 )
 from sealgate.release.misc_info import format_misc_info, parse_misc_info, rewrite_avb_props, set_vbmeta_signing
-from sealgate.release.otacerts import is_otacerts, otacerts_zip
+from sealgate.release.otacerts import is_otacerts, is_payload_key, otacerts_zip, payload_key_pem
 from sealgate.release.report import SignedPackage, SignReport
 from sealgate.release.verified_boot import VBMETA, VerifiedBoot, resign_verified_boot
 from sealgate.release.zip_writer import ZipWriter, central_attributes, is_symlink
@@ -168,6 +168,11 @@ def sign_target_files(
                 elif is_otacerts(name) and ota_signer is not None:
                     certificates = [(OTA_CERTIFICATE_NAME, ota_signer.certificate)]
                     writer.add_bytes(name, otacerts_zip(certificates), deflate=deflate, attributes=external)
+                    report.otacerts.append(name)
+                    changed.add(name)
+                elif is_payload_key(name) and ota_signer is not None and not is_symlink(attributes[index]):
+                    writer.add_bytes(name, payload_key_pem(ota_signer.certificate), deflate=deflate,
+                                     attributes=external)  # fmt: skip
                     report.otacerts.append(name)
                     changed.add(name)
                 elif name == OTAKEYS and ota_signer is not None:
@@ -324,7 +329,10 @@ def _plan_packages(
 
 def _ota_signer(archive: ZipArchive, keys: KeyMap) -> Signer | None:
     """The OTA role's signer when the package carries otacerts, checked to be a certificate recovery loads."""
-    if not any(is_otacerts(entry.name) for entry in archive.entries) and archive.entry(OTAKEYS) is None:
+    if (
+        not any(is_otacerts(entry.name) or is_payload_key(entry.name) for entry in archive.entries)
+        and archive.entry(OTAKEYS) is None
+    ):
         return None
     signer = keys.signer(OTA_ROLE)
     if signer is None:

@@ -41,7 +41,7 @@ from sealgate.release.apkcerts import (
 )
 from sealgate.release.build_props import is_build_prop_file, parse_props, release_refusals, rewrite_props
 from sealgate.release.misc_info import parse_misc_info
-from sealgate.release.otacerts import is_otacerts
+from sealgate.release.otacerts import is_otacerts, is_payload_key, payload_key_pem
 from sealgate.release.target_files import (
     APKCERTS,
     MISC_INFO,
@@ -133,11 +133,17 @@ class TargetFilesHandler:
                     _check_rebuilt(came, came_names, rebuilt, certificate(AVB_ROLE), Path(work))
                 if VBMETA in came_names:  # (verified with the avb key just below; its chains are read here)
                     _check_chained(sent, came, _read(came, VBMETA), Path(work), rebuilt)
-            ota = certificate(OTA_ROLE) if any(is_otacerts(name) for name in came_names) else None
+            ota = (
+                certificate(OTA_ROLE) if any(is_otacerts(name) or is_payload_key(name) for name in came_names) else None
+            )
             for name in sorted(came_names):
                 if is_otacerts(name):
                     assert ota is not None
                     _check_otacerts(came, name, ota)
+                elif is_payload_key(name):  # always: left as sent, it would still be the test key
+                    assert ota is not None
+                    if _read(came, name) != payload_key_pem(ota):
+                        raise ReleaseError(f"{name} is not the ota certificate's public key")
             if VBMETA in came_names:
                 _check_vbmeta(_read(came, VBMETA), certificate(AVB_ROLE), options.get("rollback_index"))
             tags = parse_props(_text(came, "SYSTEM/build.prop")).get("ro.build.tags") if (
@@ -305,6 +311,7 @@ def _check_unchanged(
         if (
             apks.get(name, (None, None))[1] is not None
             or is_otacerts(name)
+            or is_payload_key(name)
             or name in rewritten
             or name.endswith("mac_permissions.xml")
         ):
