@@ -43,7 +43,6 @@ from bench_verify import (
     benchmark_arguments,
     compile_sources,
     find_sealgate,
-    parse_size,
     warm_up,
 )
 
@@ -165,8 +164,7 @@ def spread(row: Row) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = benchmark_arguments(__doc__)
-    parser.set_defaults(size=parse_size(DEFAULT_SIZE))
+    parser = benchmark_arguments(__doc__, artifact="OTA package", size=DEFAULT_SIZE)
     parser.add_argument("--keep", action="store_true", help="keep the signed packages (2 x size) in --workdir")
     args = parser.parse_args(argv)
     for tool in ("java", "openssl"):

@@ -245,11 +245,14 @@ def compile_sources() -> None:
     compileall.compile_dir(str(PROJECT_ROOT / "src"), quiet=1)
 
 
-def benchmark_arguments(description: str | None) -> argparse.ArgumentParser:
-    """The options every APK benchmark takes (work directory, size, runs, vectors, which sealgate, --json)."""
+def benchmark_arguments(description: str | None, artifact: str = "APK", size: str = "1G") -> argparse.ArgumentParser:
+    """The options every benchmark takes (work directory, size, runs, vectors, which sealgate, --json)."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workdir", type=Path, default=Path("/tmp/sealgate-bench"), help="cache for built APKs")
-    parser.add_argument("--size", type=parse_size, default=parse_size("1G"), help="APK size: 1G (default), 128M...")
+    workdir = Path("/tmp/sealgate-bench")
+    parser.add_argument("--workdir", type=Path, default=workdir, help=f"cache for built {artifact}s")
+    parser.add_argument(
+        "--size", type=parse_size, default=parse_size(size), help=f"{artifact} size: {size} (default), 128M..."
+    )
     parser.add_argument("--runs", type=int, default=3, help="timed runs per command; the best counts (default 3)")
     parser.add_argument("--vectors", type=Path, default=DEFAULT_VECTORS, help="the shared vectors folder")
     parser.add_argument("--sealgate", default=None, help="sealgate console script (default: the one beside python)")
