@@ -92,6 +92,40 @@ def _build_input(
     inputs: BuildInputs, avb_test_key: PrivateKeySigner, work: Path, misc_info: bytes | None = None
 ) -> Path:
     """A test-keys package whose boot.img really holds BOOT/ (Debian's cpio, gzip and mkbootimg build it)."""
+    image = _boot_image(inputs, work)
+    # make_vbmeta_image --include_descriptors_from_image boot.img: the hash descriptor and the property
+    footer = read_vbmeta(read_image_vbmeta(image)[1]).descriptors
+    vbmeta = build_vbmeta([*footer, PropertyDescriptor("other", b"kept")], avb_test_key, padding_size=4096)
+    extra = {
+        **_boot_entries(inputs, image),
+        "META/misc_info.txt": misc_info if misc_info is not None else _misc_info(),
+        "IMAGES/vbmeta.img": vbmeta,
+    }
+    package = write_target_files(work / "target_files.zip", inputs, extra=extra)
+    _add_ramdisk_extras(package)
+    return package
+
+
+def _boot_entries(inputs: BuildInputs, image: Path) -> dict[str, bytes]:
+    return {
+        **_ramdisk_entries(inputs),
+        "BOOT/kernel": KERNEL,
+        "BOOT/cmdline": (CMDLINE + "\n").encode(),
+        "META/boot_filesystem_config.txt": BOOT_FS_CONFIG.encode(),
+        "IMAGES/boot.img": image.read_bytes(),
+    }
+
+
+def _add_ramdisk_extras(package: Path) -> None:
+    with zipfile.ZipFile(package, "a") as archive:
+        archive.writestr(zipfile.ZipInfo("BOOT/RAMDISK/dev/"), b"")  # an empty directory
+        link = zipfile.ZipInfo("BOOT/RAMDISK/bin")
+        link.external_attr = 0o120777 << 16
+        archive.writestr(link, "system/bin")
+
+
+def _boot_image(inputs: BuildInputs, work: Path) -> Path:
+    """boot.img from the test-keys ramdisk, with an unsigned AVB hash footer (vbmeta.img describes it)."""
     work.mkdir(parents=True, exist_ok=True)
     tree = work / "ramdisk"
     for name, data in _ramdisk_entries(inputs).items():
@@ -107,25 +141,7 @@ def _build_input(
     subprocess.run(["mkbootimg", "--kernel", str(work / "kernel"), "--ramdisk", str(work / "ramdisk.gz"),
                     "--cmdline", CMDLINE, "--output", str(image)], check=True, capture_output=True)  # fmt: skip
     add_hash_footer(image, "boot", BOOT_SIZE, None, salt=bytes(32), properties={BOOT_PROP: TEST_FINGERPRINT.encode()})
-    # make_vbmeta_image --include_descriptors_from_image boot.img: the hash descriptor and the property
-    footer = read_vbmeta(read_image_vbmeta(image)[1]).descriptors
-    vbmeta = build_vbmeta([*footer, PropertyDescriptor("other", b"kept")], avb_test_key, padding_size=4096)
-    extra = {
-        **_ramdisk_entries(inputs),
-        "BOOT/kernel": KERNEL,
-        "BOOT/cmdline": (CMDLINE + "\n").encode(),
-        "META/boot_filesystem_config.txt": BOOT_FS_CONFIG.encode(),
-        "META/misc_info.txt": misc_info if misc_info is not None else _misc_info(),
-        "IMAGES/boot.img": image.read_bytes(),
-        "IMAGES/vbmeta.img": vbmeta,
-    }
-    package = write_target_files(work / "target_files.zip", inputs, extra=extra)
-    with zipfile.ZipFile(package, "a") as archive:
-        archive.writestr(zipfile.ZipInfo("BOOT/RAMDISK/dev/"), b"")  # an empty directory
-        link = zipfile.ZipInfo("BOOT/RAMDISK/bin")
-        link.external_attr = 0o120777 << 16
-        archive.writestr(link, "system/bin")
-    return package
+    return image
 
 
 @pytest.fixture(scope="module")
@@ -315,3 +331,47 @@ def test_the_cli_refuses_an_unsupported_boot_image_with_exit_1(
     assert "boot image header version 4" in capsys.readouterr().err and not (tmp_path / "out.zip").exists()
     assert main([*args, "--no-rebuild-images", "--json"]) == 0
     assert "IMAGES/boot.img" in json.loads(capsys.readouterr().out)["images_to_rebuild"]
+
+
+def test_system_and_boot_rebuilt_together_one_vbmeta_describes_both(
+    inputs: BuildInputs, avb_test_key: PrivateKeySigner, tmp_path: Path
+) -> None:
+    """An EROFS system.img (test_release_images' package) and boot.img both stale: both rebuilt, and the one
+    vbmeta.img describing both is re-signed with both new descriptors."""
+    from sealgate.cli.main import main
+    from test_release_images import _build_input as build_erofs_input
+    from test_release_images import _misc_info as erofs_misc_info
+
+    require_tool("mkfs.erofs")
+    erofs = build_erofs_input(inputs, avb_test_key, tmp_path / "erofs")
+    image = _boot_image(inputs, tmp_path / "boot")
+    with zipfile.ZipFile(erofs) as archive:
+        old = read_vbmeta(archive.read("IMAGES/vbmeta.img")).descriptors
+    boot_footer = read_vbmeta(read_image_vbmeta(image)[1]).descriptors
+    replaced = {
+        **_boot_entries(inputs, image),
+        "IMAGES/vbmeta.img": build_vbmeta([*old, *boot_footer], avb_test_key, padding_size=4096),
+        "META/misc_info.txt": erofs_misc_info("erofs").encode() + _misc_info().split(b"recovery_api_version=3\n")[1],
+    }
+    source = tmp_path / "both.zip"
+    with zipfile.ZipFile(erofs) as original, zipfile.ZipFile(source, "w") as copy:
+        for info in original.infolist():
+            if info.filename not in replaced:
+                copy.writestr(info, original.read(info))
+        for name, data in replaced.items():
+            copy.writestr(name, data)
+    _add_ramdisk_extras(source)
+    out = tmp_path / "out.zip"
+    report = sign_target_files(source, out, _keys(inputs))
+    assert report.images_rebuilt == ["IMAGES/system.img", "IMAGES/boot.img", "IMAGES/vbmeta.img"]
+    images = tmp_path / "images"
+    images.mkdir()
+    with zipfile.ZipFile(out) as archive:
+        for name in ("system", "boot", "vbmeta"):
+            (images / f"{name}.img").write_bytes(archive.read(f"IMAGES/{name}.img"))
+    avb = tmp_path / "avb.bin"
+    avb.write_bytes(public_key_metadata(inputs.signers["avb"].public_key))
+    assert main(["release", "avb-verify", str(images), "--pkmd", str(avb)]) == 0
+    with zipfile.ZipFile(source) as archive:
+        (images / "boot.img").write_bytes(archive.read("IMAGES/boot.img"))
+    assert main(["release", "avb-verify", str(images), "--pkmd", str(avb)]) == 1
