@@ -375,3 +375,56 @@ def test_system_and_boot_rebuilt_together_one_vbmeta_describes_both(
     with zipfile.ZipFile(source) as archive:
         (images / "boot.img").write_bytes(archive.read("IMAGES/boot.img"))
     assert main(["release", "avb-verify", str(images), "--pkmd", str(avb)]) == 1
+
+
+def test_recovery_img_is_rebuilt_with_its_own_mkbootimg_args(
+    inputs: BuildInputs, avb_test_key: PrivateKeySigner, tmp_path: Path
+) -> None:
+    """RECOVERY/RAMDISK/ (release_tools' package keeps recovery's otacerts there): recovery_mkbootimg_args before
+    mkbootimg_args, and vbmeta's hash descriptor for recovery (matching nothing of an old footer) replaced."""
+    from sealgate.cli.main import main
+
+    stale = HashDescriptor(4096, "sha256", "recovery", bytes(32), bytes(32))
+    misc_info = _misc_info(
+        "recovery_size=1048576\nrecovery_mkbootimg_args=--header_version 1\nmkbootimg_args=--header_version 3\n"
+    )
+    extra = {
+        "RECOVERY/kernel": KERNEL,
+        "RECOVERY/cmdline": b"androidboot.recovery=1\n",
+        "META/recovery_filesystem_config.txt": b" 0 0 0755\nsystem 0 0 0750\nsystem/etc 0 0 0755\n"
+        b"system/etc/security 0 0 0755\nsystem/etc/security/otacerts.zip 0 0 0600\n",
+        "META/misc_info.txt": misc_info,
+        "IMAGES/recovery.img": b"ANDROID!" + bytes(4088),
+        "IMAGES/vbmeta.img": build_vbmeta([stale], avb_test_key, padding_size=4096),
+    }
+    source = write_target_files(tmp_path / "in.zip", inputs, extra=extra)
+    out = tmp_path / "out.zip"
+    report = sign_target_files(source, out, _keys(inputs))
+    assert report.images_rebuilt == ["IMAGES/recovery.img", "IMAGES/vbmeta.img"]
+    images = tmp_path / "images"
+    images.mkdir()
+    with zipfile.ZipFile(out) as archive:
+        for name in ("recovery", "vbmeta"):
+            (images / f"{name}.img").write_bytes(archive.read(f"IMAGES/{name}.img"))
+    data = (images / "recovery.img").read_bytes()
+    assert int.from_bytes(data[40:44], "little") == 1  # recovery_mkbootimg_args, not mkbootimg_args
+    subprocess.run(["unpack_bootimg", "--boot_img", str(images / "recovery.img"), "--out", str(tmp_path / "u")],
+                   check=True, capture_output=True)  # fmt: skip
+    cpio = gzip.decompress((tmp_path / "u" / "ramdisk").read_bytes())
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    subprocess.run(["cpio", "--quiet", "-idm"], cwd=tree, input=cpio, check=True, capture_output=True)
+    with zipfile.ZipFile(tree / OTACERTS) as certificates:
+        pem = certificates.read(certificates.namelist()[0])
+    assert inputs.signers["ota"].certificate.der in _der_of(pem)
+    assert stat.S_IMODE((tree / OTACERTS).stat().st_mode) == 0o600
+    vbmeta = read_vbmeta((images / "vbmeta.img").read_bytes())
+    assert stale not in vbmeta.descriptors
+    avb = tmp_path / "avb.bin"
+    avb.write_bytes(public_key_metadata(inputs.signers["avb"].public_key))
+    assert main(["release", "avb-verify", str(images), "--pkmd", str(avb)]) == 0
+    assert (tmp_path / "u" / "kernel").read_bytes() == KERNEL
+    extra["META/misc_info.txt"] = misc_info + b"exclude_kernel_from_recovery_image=true\n"
+    source = write_target_files(tmp_path / "no-kernel.zip", inputs, extra=extra)
+    with pytest.raises(ReleaseError, match="without a kernel"):
+        sign_target_files(source, tmp_path / "refused.zip", _keys(inputs))

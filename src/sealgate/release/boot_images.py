@@ -12,10 +12,9 @@ build/make/tools/releasetools/common.py GetBootableImage -> _BuildBootableImage,
   is not listed, as mkbootfs falls back), then the TRAILER!!! entry and zeros to a multiple of 256 bytes. It is
   compressed as _MakeRamdisk does: `gzip` (here `gzip -n`, no name or timestamp) or, with lz4_ramdisks=true,
   `lz4 -l -12 --favor-decSpeed`.
-- the image: Debian's `mkbootimg` (package mkbootimg) with <DIR>/kernel (none for recovery with
-  exclude_kernel_from_recovery_image), second, dtb, cmdline, base and pagesize, misc_info's mkbootimg_args
-  (recovery_mkbootimg_args first for recovery) and mkbootimg_version_args, and recovery_dtbo / recovery_acpio when
-  include_recovery_dtbo / include_recovery_acpio ask for them.
+- the image: Debian's `mkbootimg` (package mkbootimg) with <DIR>/kernel, second, dtb, cmdline, base and
+  pagesize, misc_info's mkbootimg_args (recovery_mkbootimg_args first for recovery) and mkbootimg_version_args,
+  and recovery_dtbo / recovery_acpio when include_recovery_dtbo / include_recovery_acpio ask for them.
 - with avb_enable=true, the AVB hash footer (`sealgate.avb.images.add_hash_footer`) at <part>_size, salted with
   sha256 of the kernel as _BuildBootableImage salts it, with the --prop / --hash_algorithm / --rollback_index of
   avb_<part>_add_hash_footer_args (already rewritten to release-keys by then). Signed by the chained key when
@@ -24,7 +23,8 @@ build/make/tools/releasetools/common.py GetBootableImage -> _BuildBootableImage,
   hashtree descriptors (its helpers are shared).
 
 Refused, naming each, before anything is written: a header version Debian's mkbootimg (29) cannot write (4 and
-above: the boot signature, vendor_boot's bootconfig), GKI certification (gki_signing_key_path), vboot, a boot.img
+above: the boot signature, vendor_boot's bootconfig), GKI certification (gki_signing_key_path), vboot, a
+recovery.img without a kernel (exclude_kernel_from_recovery_image: Debian's mkbootimg needs one), a boot.img
 without a ramdisk (init_boot, gki_boot_image_without_ramdisk), vendor_boot.img (vendor ramdisk fragments and
 bootconfig; _BuildVendorBootImage), init_boot.img and vendor_kernel_boot.img.
 """
@@ -127,7 +127,11 @@ def plan_boot_images(signed_zip: Path, images: Sequence[str], *, insist: bool) -
                 problem = f"the package has no {directory}/RAMDISK/ to build it from"
             if problem is None and not has_config:
                 problem = f"the package has no {fs_config_name(partition)} to give its ramdisk's modes"
-            if problem is None and f"{directory}/kernel" not in names and not _kernel_excluded(misc_info, partition):
+            if problem is None and _kernel_excluded(misc_info, partition):
+                problem = (
+                    "exclude_kernel_from_recovery_image: Debian's mkbootimg cannot write a boot image without a kernel"
+                )
+            if problem is None and f"{directory}/kernel" not in names:
                 problem = f"the package has no {directory}/kernel"
             if problem is not None:
                 problems.append(f"{image}: {problem}")
@@ -337,7 +341,7 @@ def _compress(cpio: Path, misc_info: Mapping[str, str]) -> Path:
 
 def build_boot_image(
     archive: ZipArchive, misc_info: Mapping[str, str], partition: str, work: Path
-) -> tuple[Path, bytes | None]:
+) -> tuple[Path, bytes]:
     """_BuildBootableImage without the footer: the image and the sha256 of its kernel (the footer's salt)."""
     directory = BOOT_SOURCES[partition]
     config_name = fs_config_name(partition)
@@ -349,13 +353,11 @@ def build_boot_image(
     except ZipFormatError as exc:
         raise ReleaseError(f"cannot read {directory}/RAMDISK/: {exc}") from exc
     ramdisk = _compress(cpio, misc_info)
-    command = [MKBOOTIMG]
-    kernel_digest = None
-    if not _kernel_excluded(misc_info, partition):
-        kernel = _extract(archive, f"{directory}/kernel", work / f"{partition}-kernel")
-        assert kernel is not None  # plan_boot_images refused a package without it
-        kernel_digest = _sha256(kernel)
-        command += ["--kernel", str(kernel)]
+    kernel = _extract(archive, f"{directory}/kernel", work / f"{partition}-kernel")
+    if kernel is None:  # plan_boot_images refused it
+        raise ReleaseError(f"the package has no {directory}/kernel")
+    kernel_digest = _sha256(kernel)
+    command = [MKBOOTIMG, "--kernel", str(kernel)]
     for name in ("second", "dtb"):
         path = _extract(archive, f"{directory}/{name}", work / f"{partition}-{name}")
         if path is not None:
@@ -377,7 +379,8 @@ def build_boot_image(
                 command += [f"--{name}", str(path)]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
-        raise ReleaseError(f"{MKBOOTIMG} failed for {partition}.img: {(done.stderr or done.stdout).strip()}")
+        said = (done.stderr or done.stdout).strip().splitlines() or ["no message"]
+        raise ReleaseError(f"{MKBOOTIMG} failed for {partition}.img: {said[-1]}")  # its last line, not a traceback
     ramdisk.unlink()
     return image, kernel_digest
 
