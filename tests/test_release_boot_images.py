@@ -428,3 +428,24 @@ def test_recovery_img_is_rebuilt_with_its_own_mkbootimg_args(
     source = write_target_files(tmp_path / "no-kernel.zip", inputs, extra=extra)
     with pytest.raises(ReleaseError, match="without a kernel"):
         sign_target_files(source, tmp_path / "refused.zip", _keys(inputs))
+
+
+def test_the_offline_bundle_check_accepts_the_rebuilt_boot_image_only_as_vbmeta_vouches(
+    signed: Signed, inputs: BuildInputs, tmp_path: Path
+) -> None:
+    """`bundle apply`'s check of a package signed offline: the rebuilt boot.img passes; one byte of its kernel
+    changed in transit does not (the hash descriptor is recomputed from the bytes with the avb key)."""
+    from sealgate.release.target_files_bundle import TargetFilesHandler
+
+    source, out, _ = signed
+    options = {"key_map": {WIFI_CERT: "networkstack"}}
+    TargetFilesHandler().check(out, source, lambda role: inputs.signers[role].certificate, options)
+    forged = tmp_path / "forged.zip"
+    with zipfile.ZipFile(out) as signed_zip, zipfile.ZipFile(forged, "w") as copy:
+        for info in signed_zip.infolist():
+            data = signed_zip.read(info)
+            if info.filename == "IMAGES/boot.img":
+                data = data[:4096] + bytes([data[4096] ^ 1]) + data[4097:]  # the kernel's first byte
+            copy.writestr(info, data)
+    with pytest.raises(ReleaseError, match="do not verify with the avb key"):
+        TargetFilesHandler().check(forged, source, lambda role: inputs.signers[role].certificate, options)
