@@ -58,7 +58,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sealgate.apk.signing.output import AtomicOutput
-from sealgate.avb.descriptors import Descriptor, HashtreeDescriptor
+from sealgate.avb.descriptors import Descriptor, HashDescriptor, HashtreeDescriptor
 from sealgate.avb.footer import read_image
 from sealgate.avb.hashtree import tree_size
 from sealgate.avb.images import BLOCK_SIZE, add_hashtree_footer
@@ -170,12 +170,12 @@ def rebuild_partition_images(
     named in one sentence.
     """
     result = RebuiltImages()
-    with _open(signed_zip) as archive:
-        misc_info = parse_misc_info(_text(archive, MISC_INFO) or "")
+    with open_package(signed_zip) as archive:
+        misc_info = parse_misc_info(read_text(archive, MISC_INFO) or "")
         _refuse_unbuildable(archive, misc_info, images, accept_root_owned)
         replacements: dict[str, Path] = {}
-        footers: dict[str, _Footer] = {}
-        vbmeta_data = _small(archive, VBMETA)
+        footers: dict[str, FooterDescriptors] = {}
+        vbmeta_data = read_small(archive, VBMETA)
         chains = read_vbmeta(vbmeta_data).chain_partitions() if vbmeta_data is not None else {}
         for image in images:
             partition = partition_of(image)
@@ -185,26 +185,36 @@ def rebuild_partition_images(
                 footers[partition] = footer
             replacements[image] = path
             result.rebuilt.append(image)
-        for name, data in _resigned_vbmeta(archive, footers, keys).items():
+        for name, data in resigned_vbmeta(archive, footers, keys).items():
             path = work / Path(name).name
             path.write_bytes(data)
             replacements[name] = path
             result.resigned.append(name)
         stale_maps = {f"IMAGES/{partition_of(image)}.map" for image in images}
-        attributes = central_attributes(archive)
-        with AtomicOutput(output_zip) as output:
-            writer = ZipWriter(output.fd)
-            for index, entry in enumerate(archive.entries):
-                if entry.name in stale_maps:
-                    result.dropped.append(entry.name)  # the block map of the old image
-                elif entry.name in replacements:
-                    writer.add_file(entry.name, replacements[entry.name], deflate=entry.method == METHOD_DEFLATED,
-                                    attributes=attributes[index][1])  # fmt: skip
-                else:
-                    writer.copy_entry(archive, entry, attributes[index])
-            writer.finish()
-            output.commit()
+        result.dropped = write_replaced(archive, output_zip, replacements, stale_maps)
     return result
+
+
+def write_replaced(
+    archive: ZipArchive, output_zip: Path, replacements: Mapping[str, Path], drop: set[str]
+) -> list[str]:
+    """Write `output_zip`: `archive` with the entries of `replacements` taken from their files, `drop` left out
+    (the names dropped are returned), everything else copied; atomically."""
+    dropped = []
+    attributes = central_attributes(archive)
+    with AtomicOutput(output_zip) as output:
+        writer = ZipWriter(output.fd)
+        for index, entry in enumerate(archive.entries):
+            if entry.name in drop:
+                dropped.append(entry.name)
+            elif entry.name in replacements:
+                writer.add_file(entry.name, replacements[entry.name], deflate=entry.method == METHOD_DEFLATED,
+                                attributes=attributes[index][1])  # fmt: skip
+            else:
+                writer.copy_entry(archive, entry, attributes[index])
+        writer.finish()
+        output.commit()
+    return dropped
 
 
 # -- checks before anything is built ---------------------------------------------------------------------------
@@ -274,7 +284,7 @@ def _fs_config_name(partition: str) -> str:
 
 def _fs_config(archive: ZipArchive, partition: str) -> dict[str, FsConfigEntry]:
     name = _fs_config_name(partition)
-    return parse_fs_config(_text(archive, name) or "", name)
+    return parse_fs_config(read_text(archive, name) or "", name)
 
 
 def _file_contexts(misc_info: dict[str, str], partition: str) -> str | None:
@@ -312,7 +322,7 @@ def _build_image(
     context = _file_contexts(misc_info, partition)
     assert context is not None  # _refuse_unbuildable refused a partition without them
     contexts = work / f"{partition}_file_contexts"
-    contexts.write_text(_text(archive, context) or "", encoding="utf-8")
+    contexts.write_text(read_text(archive, context) or "", encoding="utf-8")
     command.append(f"--file-contexts={contexts}")
     image = work / f"{partition}.img"
     image.unlink(missing_ok=True)
@@ -441,7 +451,7 @@ def vfs_cap_data(capabilities: int) -> bytes:
 
 def _partition_props(archive: ZipArchive, partition: str) -> dict[str, str]:
     for name in (f"{partition.upper()}/build.prop", f"{partition.upper()}/etc/build.prop"):
-        text = _text(archive, name)
+        text = read_text(archive, name)
         if text is not None:
             return parse_props(text)
     return {}
@@ -450,14 +460,14 @@ def _partition_props(archive: ZipArchive, partition: str) -> dict[str, str]:
 def _fingerprint(archive: ZipArchive, partition: str) -> str:
     """BuildInfo.GetPartitionFingerprint: ro.<part>.build.fingerprint, else the build's fingerprint."""
     own = _partition_props(archive, partition).get(f"ro.{partition}.build.fingerprint")
-    return own or parse_props(_text(archive, "SYSTEM/build.prop") or "").get("ro.build.fingerprint", "")
+    return own or parse_props(read_text(archive, "SYSTEM/build.prop") or "").get("ro.build.fingerprint", "")
 
 
 # -- verified boot ---------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class _Footer:
+class FooterDescriptors:
     """The rebuilt image's footer descriptors and the old image's, which vbmeta images included."""
 
     old: tuple[Descriptor, ...]
@@ -471,7 +481,7 @@ def _add_footer(
     image: Path,
     keys: KeyMap,
     chains: Mapping[str, object],
-) -> _Footer | None:
+) -> FooterDescriptors | None:
     """The hashtree footer build_image adds (verity_utils' avbtool add_hashtree_footer), with AOSP's salt.
 
     The salt is LoadInfoDict's avb_salt, sha256 of the build fingerprint (release-keys by now, as the props were
@@ -480,11 +490,12 @@ def _add_footer(
     """
     if misc_info.get(f"avb_{partition}_hashtree_enable") != "true":
         return None
-    args = _footer_args(misc_info.get(f"avb_{partition}_add_hashtree_footer_args", ""), partition)
+    key = f"avb_{partition}_add_hashtree_footer_args"
+    args = footer_args(misc_info.get(key, ""), key)
     size = _partition_size(misc_info, partition, image, args.hash_algorithm)
-    fingerprint = parse_props(_text(archive, "SYSTEM/build.prop") or "").get("ro.build.fingerprint", "")
+    fingerprint = parse_props(read_text(archive, "SYSTEM/build.prop") or "").get("ro.build.fingerprint", "")
     salt = hashlib.sha256(fingerprint.encode("utf-8")).digest()
-    old = _old_footer(archive, partition, image.parent)
+    old = old_footer(archive, partition, image.parent)
     signer: Signer | None = None
     rollback_index = args.rollback_index
     if partition in chains:
@@ -498,7 +509,7 @@ def _add_footer(
         _, vbmeta = read_image(image)
     except (UsageError, AvbFormatError) as exc:
         raise ReleaseError(f"cannot add the AVB footer to {partition}.img: {exc}") from exc
-    return _Footer(tuple(old.descriptors) if old is not None else (), tuple(vbmeta.descriptors))
+    return FooterDescriptors(tuple(old.descriptors) if old is not None else (), tuple(vbmeta.descriptors))
 
 
 def _partition_size(misc_info: dict[str, str], partition: str, image: Path, hash_algorithm: str) -> int:
@@ -520,16 +531,17 @@ def _round_up(size: int, multiple: int) -> int:
 
 
 @dataclass
-class _FooterArgs:
+class FooterArgs:
     properties: dict[str, bytes] = field(default_factory=dict)
     hash_algorithm: str = "sha256"
     rollback_index: int | None = None
 
 
-def _footer_args(args: str, partition: str) -> _FooterArgs:
-    """The avbtool add_hashtree_footer arguments honoured here; any other is refused rather than ignored."""
+def footer_args(args: str, key: str) -> FooterArgs:
+    """The avbtool add_hash_footer / add_hashtree_footer arguments (misc_info's `key`) honoured here; any other is
+    refused rather than ignored."""
     words = shlex.split(args)
-    result = _FooterArgs()
+    result = FooterArgs()
     index = 0
     while index < len(words):
         word = words[index]
@@ -547,11 +559,11 @@ def _footer_args(args: str, partition: str) -> _FooterArgs:
         elif word == "--do_not_generate_fec":
             index -= 1  # a flag: no FEC is written anyway
         else:
-            raise ReleaseError(f"avb_{partition}_add_hashtree_footer_args: {word} {value} is not supported here")
+            raise ReleaseError(f"{key}: {word} {value} is not supported here")
     return result
 
 
-def _old_footer(archive: ZipArchive, partition: str, work: Path) -> VbmetaImage | None:
+def old_footer(archive: ZipArchive, partition: str, work: Path) -> VbmetaImage | None:
     """The vbmeta behind the AVB footer of the image being replaced (streamed out to find its end)."""
     entry = archive.entry(f"IMAGES/{partition}.img")
     if entry is None:
@@ -569,15 +581,15 @@ def _old_footer(archive: ZipArchive, partition: str, work: Path) -> VbmetaImage 
         old.unlink(missing_ok=True)
 
 
-def _resigned_vbmeta(archive: ZipArchive, footers: dict[str, _Footer], keys: KeyMap) -> dict[str, bytes]:
+def resigned_vbmeta(archive: ZipArchive, footers: dict[str, FooterDescriptors], keys: KeyMap) -> dict[str, bytes]:
     """Every footerless vbmeta image that included a rebuilt partition's descriptors, given the new ones, re-signed.
 
     make_vbmeta_image --include_descriptors_from_image copies all of an image's footer descriptors (hashtree and
     properties such as com.android.build.system.fingerprint); the run of them in vbmeta is replaced by the new
-    footer's, in place. A hashtree descriptor of the partition that matches nothing of the old footer is replaced
-    too, so no descriptor of a rebuilt partition describes the old image.
+    footer's, in place. A hashtree (or, for a boot image, hash) descriptor of the partition that matches nothing of
+    the old footer is replaced too, so no descriptor of a rebuilt partition describes the old image.
     """
-    top = _small(archive, VBMETA)
+    top = read_small(archive, VBMETA)
     if not footers or top is None:
         return {}
     avb = keys.signer(AVB_ROLE)
@@ -586,7 +598,7 @@ def _resigned_vbmeta(archive: ZipArchive, footers: dict[str, _Footer], keys: Key
         name = f"IMAGES/{chained}.img"
         entry = archive.entry(name)
         if chained.startswith("vbmeta") and entry is not None and entry.uncompressed_size <= _MAX_VBMETA:
-            data = _small(archive, name)
+            data = read_small(archive, name)
             assert data is not None
             candidates.append((name, data, keys.signer(f"avb_{chained}") or avb))
     out: dict[str, bytes] = {}
@@ -603,12 +615,18 @@ def _resigned_vbmeta(archive: ZipArchive, footers: dict[str, _Footer], keys: Key
     return out
 
 
-def _redescribe(descriptors: Sequence[Descriptor], footers: dict[str, _Footer]) -> tuple[list[Descriptor], bool]:
+def _redescribe(
+    descriptors: Sequence[Descriptor], footers: dict[str, FooterDescriptors]
+) -> tuple[list[Descriptor], bool]:
     result: list[Descriptor] = []
     inserted: set[str] = set()
     for descriptor in descriptors:
         owner = next((p for p, f in footers.items() if descriptor in f.old), None)
-        if owner is None and isinstance(descriptor, HashtreeDescriptor) and descriptor.partition_name in footers:
+        if (
+            owner is None
+            and isinstance(descriptor, (HashtreeDescriptor, HashDescriptor))
+            and descriptor.partition_name in footers
+        ):
             owner = descriptor.partition_name
         if owner is None:
             result.append(descriptor)
@@ -621,14 +639,14 @@ def _redescribe(descriptors: Sequence[Descriptor], footers: dict[str, _Footer]) 
 # -- reading ---------------------------------------------------------------------------------------------------
 
 
-def _open(path: Path) -> ZipArchive:
+def open_package(path: Path) -> ZipArchive:
     try:
         return ZipArchive.open(path)
     except ZipFormatError as exc:
         raise ReleaseError(f"{path} is not a readable target-files package: {exc}") from exc
 
 
-def _text(archive: ZipArchive, name: str) -> str | None:
+def read_text(archive: ZipArchive, name: str) -> str | None:
     entry = archive.entry(name)
     if entry is None:
         return None
@@ -638,7 +656,7 @@ def _text(archive: ZipArchive, name: str) -> str | None:
         raise ReleaseError(f"cannot read {name}: {exc}") from exc
 
 
-def _small(archive: ZipArchive, name: str) -> bytes | None:
+def read_small(archive: ZipArchive, name: str) -> bytes | None:
     entry = archive.entry(name)
     if entry is None:
         return None

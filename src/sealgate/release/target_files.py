@@ -21,10 +21,11 @@ The steps, in the order that lets every refusal happen before a byte is written:
 5. fsync and rename into place (`AtomicOutput`); a failure at any step leaves nothing at the output path.
 
 Like sign_target_files_apks (which lets add_img_to_target_files regenerate IMAGES/), the EROFS images whose source
-directory changed are rebuilt from the signed directories and vbmeta re-describes them (`partition_images`);
-with `rebuild_images=False`, or when no stale image is EROFS, the report lists the images left stale instead
-(boot images always are). The output is deterministic: entries in the input's order, each stamped 2009-01-01
-(`zip_writer`); only ECDSA/DSA signatures differ between runs.
+directory changed are rebuilt from the signed directories and vbmeta re-describes them (`partition_images`), and
+so are boot.img and recovery.img whose ramdisk changed (`boot_images`); with `rebuild_images=False`, or when no
+stale image can be rebuilt by default, the report lists the images left stale instead. The output is
+deterministic: entries in the input's order, each stamped 2009-01-01 (`zip_writer`); only ECDSA/DSA signatures
+differ between runs.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from sealgate.apk.verifier import verify_apk
 from sealgate.durable import fsync_directory
 from sealgate.errors import ReleaseError, SealgateError, UnreleasableBuildError, ZipFormatError
 from sealgate.ota.whole_file import trusted_key
-from sealgate.release import partition_images
+from sealgate.release import boot_images, partition_images
 from sealgate.release.apkcerts import (
     DEFAULT_DEV_KEY_DIRECTORY,
     ApexKey,
@@ -428,23 +429,40 @@ def _finish_images(
     rebuild_images: bool | None,
     accept_root_owned: bool,
 ) -> None:
-    """Rebuild the stale images into `output_zip`, or move the first pass there when there is nothing to do."""
+    """Rebuild the stale images into `output_zip`, or move the first pass there when there is nothing to do.
+
+    Filesystem images first (`partition_images`), then boot images (`boot_images`) from that result; every
+    refusal of either comes before anything is written at `output_zip`.
+    """
     stale = partition_images.filesystem_images(report.images_to_rebuild)
-    if stale and (rebuild_images or partition_images.wants_rebuild(misc_info, stale)):
-        with tempfile.TemporaryDirectory(dir=first_pass.parent, prefix="images-") as work:
-            rebuilt = partition_images.rebuild_partition_images(first_pass, output_zip, stale, keys, Path(work),
-                                                                accept_root_owned=accept_root_owned)  # fmt: skip
-        report.images_rebuilt = rebuilt.rebuilt + rebuilt.resigned
-        report.images_to_rebuild = [image for image in report.images_to_rebuild if image not in stale]
-        report.notes.append(Issue("IMAGES_REBUILT", "rebuilt from the signed directories (and the vbmeta images "
-                                  "describing them re-signed): " + ", ".join(report.images_rebuilt)))  # fmt: skip
-        for name in rebuilt.root_owned:
-            report.notes.append(Issue("ROOT_OWNED", f"{name}: every file belongs to root (not built as root)"))
-        for name in rebuilt.dropped:
-            report.notes.append(Issue("BLOCK_MAP_DROPPED", f"{name} described the old image; dropped"))
+    if not (stale and (rebuild_images or partition_images.wants_rebuild(misc_info, stale))):
+        stale = []
+    boot = boot_images.plan_boot_images(first_pass, report.images_to_rebuild, insist=bool(rebuild_images))
+    if not stale and not boot:
+        os.replace(first_pass, output_zip)
+        fsync_directory(output_zip.parent)
         return
-    os.replace(first_pass, output_zip)
-    fsync_directory(output_zip.parent)
+    rebuilt: list[partition_images.RebuiltImages] = []
+    with tempfile.TemporaryDirectory(dir=first_pass.parent, prefix="images-") as work:
+        source = first_pass
+        if stale:
+            target = Path(work) / "partitions.zip" if boot else output_zip
+            rebuilt.append(partition_images.rebuild_partition_images(source, target, stale, keys, Path(work),
+                                                                     accept_root_owned=accept_root_owned))  # fmt: skip
+            source = target
+        if boot:
+            rebuilt.append(boot_images.rebuild_boot_images(source, output_zip, boot, keys, Path(work)))
+    images = [name for result in rebuilt for name in result.rebuilt]
+    resigned = [name for result in rebuilt for name in result.resigned]
+    report.images_rebuilt = images + sorted(set(resigned), key=resigned.index)
+    report.images_to_rebuild = [image for image in report.images_to_rebuild if image not in images]
+    report.notes.append(Issue("IMAGES_REBUILT", "rebuilt from the signed directories (and the vbmeta images "
+                              "describing them re-signed): " + ", ".join(report.images_rebuilt)))  # fmt: skip
+    for result in rebuilt:
+        for name in result.root_owned:
+            report.notes.append(Issue("ROOT_OWNED", f"{name}: every file belongs to root (not built as root)"))
+        for name in result.dropped:
+            report.notes.append(Issue("BLOCK_MAP_DROPPED", f"{name} described the old image; dropped"))
 
 
 def _stale_images(changed: set[str], names: set[str]) -> list[str]:
