@@ -8,6 +8,7 @@ an otacerts.zip holding the test key's certificate.
 from __future__ import annotations
 
 import io
+import os
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -15,8 +16,9 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from sealgate.release.apkcerts import KeyMap
 from sealgate.signing import PrivateKeySigner
-from signing_tools import SignerKey, apksigner_sign, certified_signer, make_key, unsigned_apk
+from signing_tools import SignerKey, apksigner_sign, certified_signer, make_key, share_jvm_classes, unsigned_apk
 
 DEV_KEYS = "build/make/target/product/security"
 WIFI_CERT = "packages/modules/Wifi/service/resources-certs/com.android.wifi.resources"
@@ -93,6 +95,20 @@ def make_inputs(vectors: Path, work: Path) -> BuildInputs:
         apks[path] = out
     signers = {role: role_signer(role) for role in RELEASE_ROLES}
     return BuildInputs(apks, test_keys, signers)
+
+
+def avb_release_inputs(vectors: Path, base: Path, work: Path) -> BuildInputs:
+    """make_inputs plus an `avb` role, for the tests that rebuild images and re-sign vbmeta; `base` is the session's
+    temporary root, under which the JVM's class-data archive is shared between xdist workers."""
+    share_jvm_classes((base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "jvm", vectors)
+    made = make_inputs(vectors, work)
+    made.signers["avb"] = role_signer("avb")
+    return made
+
+
+def release_keys(inputs: BuildInputs) -> KeyMap:
+    """Every role's signer, with the Wi-Fi resources certificate mapped to networkstack (as `--key-map` would)."""
+    return KeyMap(dict(inputs.signers), {WIFI_CERT: "networkstack"})
 
 
 def apkcerts_text(apks: Mapping[str, tuple[str, str]]) -> str:

@@ -19,7 +19,15 @@ from pathlib import Path
 import pytest
 
 from conftest import require_tool
-from release_tools import WIFI_CERT, BuildInputs, make_inputs, otacerts, role_signer, write_target_files
+from release_tools import (
+    WIFI_CERT,
+    BuildInputs,
+    avb_release_inputs,
+    otacerts,
+    release_keys,
+    role_signer,
+    write_target_files,
+)
 from sealgate.avb.descriptors import HashDescriptor, PropertyDescriptor
 from sealgate.avb.footer import read_image, read_image_vbmeta
 from sealgate.avb.images import add_hash_footer
@@ -32,7 +40,6 @@ from sealgate.release.report import SignReport
 from sealgate.release.target_files import sign_target_files
 from sealgate.signing import PrivateKeySigner
 from sealgate.ziparchive import ZipArchive
-from signing_tools import share_jvm_classes
 
 BOOT_SIZE = 1024 * 1024
 KERNEL = bytes(range(256)) * 40 + b"not really a kernel"
@@ -53,11 +60,7 @@ Signed = tuple[Path, Path, SignReport]
 def inputs(apksig_vectors: Path, tmp_path_factory: pytest.TempPathFactory) -> BuildInputs:
     require_tool("apksigner")
     require_tool("mkbootimg")
-    base = tmp_path_factory.getbasetemp()
-    share_jvm_classes((base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "jvm", apksig_vectors)
-    made = make_inputs(apksig_vectors, tmp_path_factory.mktemp("boot-inputs"))
-    made.signers["avb"] = role_signer("avb")
-    return made
+    return avb_release_inputs(apksig_vectors, tmp_path_factory.getbasetemp(), tmp_path_factory.mktemp("boot-inputs"))
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +69,7 @@ def avb_test_key() -> PrivateKeySigner:
 
 
 def _keys(inputs: BuildInputs) -> KeyMap:
-    return KeyMap(dict(inputs.signers), {WIFI_CERT: "networkstack"})
+    return release_keys(inputs)
 
 
 def _misc_info(extra: str = "") -> bytes:

@@ -23,8 +23,9 @@ from release_tools import (
     EXPECTED_ROLES,
     WIFI_CERT,
     BuildInputs,
-    make_inputs,
+    avb_release_inputs,
     otacerts,
+    release_keys,
     role_signer,
     write_target_files,
 )
@@ -38,7 +39,7 @@ from sealgate.release.apkcerts import KeyMap
 from sealgate.release.report import SignReport
 from sealgate.release.target_files import sign_target_files
 from sealgate.signing import PrivateKeySigner
-from signing_tools import apksigner_verify, share_jvm_classes
+from signing_tools import apksigner_verify
 
 #: (the test-keys input, the signed output, its report)
 Signed = tuple[Path, Path, SignReport]
@@ -52,11 +53,7 @@ FILE_CONTEXTS = "/(.*)?  u:object_r:system_file:s0\n/bin/sh  u:object_r:shell_ex
 def inputs(apksig_vectors: Path, tmp_path_factory: pytest.TempPathFactory) -> BuildInputs:
     require_tool("apksigner")
     require_tool("mkfs.erofs")
-    base = tmp_path_factory.getbasetemp()
-    share_jvm_classes((base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "jvm", apksig_vectors)
-    made = make_inputs(apksig_vectors, tmp_path_factory.mktemp("images-inputs"))
-    made.signers["avb"] = role_signer("avb")
-    return made
+    return avb_release_inputs(apksig_vectors, tmp_path_factory.getbasetemp(), tmp_path_factory.mktemp("images-inputs"))
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +62,7 @@ def avb_test_key() -> PrivateKeySigner:
 
 
 def _keys(inputs: BuildInputs) -> KeyMap:
-    return KeyMap(dict(inputs.signers), {WIFI_CERT: "networkstack"})
+    return release_keys(inputs)
 
 
 def _misc_info(fs_type: str, *, dynamic: bool = False) -> str:

@@ -39,9 +39,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
+from sealgate.avb.descriptors import ChainPartitionDescriptor
 from sealgate.avb.footer import read_image
 from sealgate.avb.images import add_hash_footer
-from sealgate.avb.vbmeta import read_vbmeta
 from sealgate.errors import AvbFormatError, ReleaseError, UsageError, ZipFormatError
 from sealgate.release.apkcerts import KeyMap
 from sealgate.release.build_props import parse_props
@@ -56,12 +56,11 @@ from sealgate.release.partition_images import (
     open_package,
     parse_fs_config,
     partition_of,
-    read_small,
     read_text,
-    resigned_vbmeta,
+    rebuild_and_describe,
     write_replaced,
 )
-from sealgate.release.verified_boot import AVB_ROLE, VBMETA
+from sealgate.release.verified_boot import AVB_ROLE
 from sealgate.release.zip_writer import central_attributes, is_symlink
 from sealgate.signing import Signer
 from sealgate.ziparchive import ZipArchive, ZipEntry
@@ -151,23 +150,14 @@ def rebuild_boot_images(
     result = RebuiltImages()
     with open_package(signed_zip) as archive:
         misc_info = parse_misc_info(read_text(archive, MISC_INFO) or "")
-        vbmeta_data = read_small(archive, VBMETA)
-        chains = read_vbmeta(vbmeta_data).chain_partitions() if vbmeta_data is not None else {}
-        replacements: dict[str, Path] = {}
-        footers: dict[str, FooterDescriptors] = {}
-        for image in images:
-            partition = partition_of(image)
+
+        def build(
+            partition: str, chains: Mapping[str, ChainPartitionDescriptor]
+        ) -> tuple[Path, FooterDescriptors | None]:
             path, kernel_digest = build_boot_image(archive, misc_info, partition, work)
-            footer = _add_footer(archive, misc_info, partition, path, kernel_digest, keys, chains)
-            if footer is not None:
-                footers[partition] = footer
-            replacements[image] = path
-            result.rebuilt.append(image)
-        for name, data in resigned_vbmeta(archive, footers, keys).items():
-            path = work / Path(name).name
-            path.write_bytes(data)
-            replacements[name] = path
-            result.resigned.append(name)
+            return path, _add_footer(archive, misc_info, partition, path, kernel_digest, keys, chains)
+
+        replacements = rebuild_and_describe(archive, images, build, keys, work, result)
         write_replaced(archive, output_zip, replacements, set())
     return result
 

@@ -53,12 +53,12 @@ import stat
 import struct
 import subprocess
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sealgate.apk.signing.output import AtomicOutput
-from sealgate.avb.descriptors import Descriptor, HashDescriptor, HashtreeDescriptor
+from sealgate.avb.descriptors import ChainPartitionDescriptor, Descriptor, HashDescriptor, HashtreeDescriptor
 from sealgate.avb.footer import read_image
 from sealgate.avb.hashtree import tree_size
 from sealgate.avb.images import BLOCK_SIZE, add_hashtree_footer
@@ -173,26 +173,46 @@ def rebuild_partition_images(
     with open_package(signed_zip) as archive:
         misc_info = parse_misc_info(read_text(archive, MISC_INFO) or "")
         _refuse_unbuildable(archive, misc_info, images, accept_root_owned)
-        replacements: dict[str, Path] = {}
-        footers: dict[str, FooterDescriptors] = {}
-        vbmeta_data = read_small(archive, VBMETA)
-        chains = read_vbmeta(vbmeta_data).chain_partitions() if vbmeta_data is not None else {}
-        for image in images:
-            partition = partition_of(image)
+
+        def build(
+            partition: str, chains: Mapping[str, ChainPartitionDescriptor]
+        ) -> tuple[Path, FooterDescriptors | None]:
             path = _build_image(archive, misc_info, partition, work, accept_root_owned, result)
-            footer = _add_footer(archive, misc_info, partition, path, keys, chains)
-            if footer is not None:
-                footers[partition] = footer
-            replacements[image] = path
-            result.rebuilt.append(image)
-        for name, data in resigned_vbmeta(archive, footers, keys).items():
-            path = work / Path(name).name
-            path.write_bytes(data)
-            replacements[name] = path
-            result.resigned.append(name)
+            return path, _add_footer(archive, misc_info, partition, path, keys, chains)
+
+        replacements = rebuild_and_describe(archive, images, build, keys, work, result)
         stale_maps = {f"IMAGES/{partition_of(image)}.map" for image in images}
         result.dropped = write_replaced(archive, output_zip, replacements, stale_maps)
     return result
+
+
+#: Builds one partition's image in the work directory, given vbmeta.img's chain descriptors: (image, the footer
+#: descriptors vbmeta must now carry, or None when the image has no footer).
+ImageBuilder = Callable[[str, Mapping[str, ChainPartitionDescriptor]], tuple[Path, "FooterDescriptors | None"]]
+
+
+def rebuild_and_describe(
+    archive: ZipArchive, images: Sequence[str], build: ImageBuilder, keys: KeyMap, work: Path, result: RebuiltImages
+) -> dict[str, Path]:
+    """Build each of `images` with `build`, then re-sign the vbmeta images so they describe the new footers: the
+    replacements to write (entry name -> file). The one sequence filesystem and boot images both follow."""
+    vbmeta_data = read_small(archive, VBMETA)
+    chains = read_vbmeta(vbmeta_data).chain_partitions() if vbmeta_data is not None else {}
+    replacements: dict[str, Path] = {}
+    footers: dict[str, FooterDescriptors] = {}
+    for image in images:
+        partition = partition_of(image)
+        path, footer = build(partition, chains)
+        if footer is not None:
+            footers[partition] = footer
+        replacements[image] = path
+        result.rebuilt.append(image)
+    for name, data in resigned_vbmeta(archive, footers, keys).items():
+        path = work / Path(name).name
+        path.write_bytes(data)
+        replacements[name] = path
+        result.resigned.append(name)
+    return replacements
 
 
 def write_replaced(
