@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import json
 import os
 import stat
@@ -36,6 +37,7 @@ from sealgate.avb.vbmeta import build_vbmeta, read_vbmeta
 from sealgate.errors import ReleaseError
 from sealgate.release.apkcerts import KeyMap
 from sealgate.release.boot_images import write_ramdisk_cpio
+from sealgate.release.partition_images import footer_args, parse_fs_config
 from sealgate.release.report import SignReport
 from sealgate.release.target_files import sign_target_files
 from sealgate.signing import PrivateKeySigner
@@ -177,8 +179,8 @@ def test_the_rebuilt_boot_image_holds_the_signed_ramdisk(signed: Signed, inputs:
     work = _unpack(out, tmp_path)
     unpacked, tree = work / "unpacked", work / "tree"
     assert (unpacked / "kernel").read_bytes() == KERNEL
-    listing = subprocess.run(["unpack_bootimg", "--boot_img", str(work / "boot.img")], capture_output=True,
-                             text=True, check=True).stdout  # fmt: skip
+    listing = subprocess.run(["unpack_bootimg", "--boot_img", str(work / "boot.img"), "--out", str(work / "listed")],
+                             capture_output=True, text=True, check=True).stdout  # fmt: skip
     assert f"command line args: {CMDLINE}" in listing
     got = {p.relative_to(tree).as_posix() for p in tree.rglob("*")}
     assert got == {"init", "system", "system/bin", "system/bin/sh", "system/etc", "system/etc/security", OTACERTS,
@@ -452,3 +454,72 @@ def test_the_offline_bundle_check_accepts_the_rebuilt_boot_image_only_as_vbmeta_
             copy.writestr(info, data)
     with pytest.raises(ReleaseError, match="do not verify with the avb key"):
         TargetFilesHandler().check(forged, source, lambda role: inputs.signers[role].certificate, options)
+
+
+# -- review: misc_info and fs_config are the build machine's, so hostile input on the offline machine ------------
+
+
+@pytest.mark.parametrize("argument", ["-o {victim}", "--out={victim}", "--kernel {victim}", "--dtb {victim}",
+                                      "--sec {victim}", "--header_version 2 --output {victim}"])  # fmt: skip
+def test_mkbootimg_arguments_that_name_files_are_refused_before_anything_runs(
+    inputs: BuildInputs, avb_test_key: PrivateKeySigner, tmp_path: Path, argument: str
+) -> None:
+    victim = tmp_path / "keystore-file"
+    victim.write_bytes(b"the custodian's secret")
+    extra = f"mkbootimg_args={argument.format(victim=victim)}\n"
+    source = _build_input(inputs, avb_test_key, tmp_path / "in", _misc_info(extra))
+    out = tmp_path / "out.zip"
+    with pytest.raises(ReleaseError, match="mkbootimg argument"):
+        sign_target_files(source, out, _keys(inputs))
+    assert victim.read_bytes() == b"the custodian's secret"
+    assert not out.exists()
+
+
+def test_an_allowed_mkbootimg_argument_still_passes(
+    inputs: BuildInputs, avb_test_key: PrivateKeySigner, tmp_path: Path
+) -> None:
+    extra = (
+        "mkbootimg_args=--board=oriole --pagesize 4096\n"
+        "mkbootimg_version_args=--os_version 14 --os_patch_level 2024-03\n"
+    )
+    source = _build_input(inputs, avb_test_key, tmp_path / "in", _misc_info(extra))
+    report = sign_target_files(source, tmp_path / "out.zip", _keys(inputs))
+    assert "IMAGES/boot.img" in report.images_rebuilt
+
+
+def test_fs_config_modes_cannot_change_the_kind_of_a_ramdisk_entry(tmp_path: Path) -> None:
+    """020644 would make a regular file's newc mode 0o120644, a symlink: only the permission bits are taken."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("BOOT/RAMDISK/system/etc/security/otacerts.zip", b"zip bytes")
+    config = parse_fs_config(
+        " 0 0 0755\nsystem 0 0 0755\nsystem/etc 0 0 0755\nsystem/etc/security 0 0 0755\n"
+        "system/etc/security/otacerts.zip 0 0 020644\n",
+        "META/boot_filesystem_config.txt",
+    )
+    path = tmp_path / "ramdisk.zip"
+    path.write_bytes(buffer.getvalue())
+    with ZipArchive.open(path) as opened:
+        out = io.BytesIO()
+        write_ramdisk_cpio(opened, "BOOT/RAMDISK/", config, out)
+    data = out.getvalue()
+    name = b"system/etc/security/otacerts.zip\x00"
+    header = data[data.index(name) - 110 : data.index(name)]
+    mode = int(header[14:22], 16)
+    assert mode == 0o100644, oct(mode)
+
+
+@pytest.mark.parametrize("args", ['--prop "unbalanced', "--rollback_index ²"])
+def test_malformed_footer_arguments_are_typed_errors(args: str) -> None:
+    with pytest.raises(ReleaseError):
+        footer_args(args, "avb_system_add_hashtree_footer_args")
+
+
+def test_a_ramdisk_nested_past_any_real_one_is_a_typed_error(tmp_path: Path) -> None:
+    deep = "BOOT/RAMDISK/" + "d/" * 1000 + "f"
+    path = tmp_path / "deep.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr(deep, b"x")
+    config = parse_fs_config(" 0 0 0755\n", "META/boot_filesystem_config.txt")
+    with ZipArchive.open(path) as opened, pytest.raises(ReleaseError, match="nests directories"):
+        write_ramdisk_cpio(opened, "BOOT/RAMDISK/", config, io.BytesIO())

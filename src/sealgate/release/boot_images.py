@@ -34,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import shlex
 import shutil
+import stat
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -185,6 +186,39 @@ def _unsupported(misc_info: Mapping[str, str], partition: str) -> str | None:
         )
     if any(word.startswith(("--vendor_", "--bootconfig", "--gki_signing")) for word in words):
         return "a vendor_boot / bootconfig / GKI signing mkbootimg argument is not supported"
+    return _disallowed_argument(words)
+
+
+#: How deep a ramdisk's directories may nest (Android's are under ten levels).
+_MAX_DEPTH = 64
+
+#: The mkbootimg options misc_info may pass: each takes a value that is not a path. Anything else is refused, since
+#: mkbootimg opens path options while it parses them (`-o FILE` truncates FILE even when a later --output wins) and
+#: a repeated --kernel or --dtb would put a file of the signing machine into the image sent back online; argparse's
+#: prefix matching (`--out`, `--sec`) is why the names must match exactly.
+_VALUE_OPTIONS = frozenset(
+    {
+        "--header_version", "--os_version", "--os_patch_level", "--base", "--pagesize", "--kernel_offset",
+        "--ramdisk_offset", "--second_offset", "--tags_offset", "--dtb_offset", "--board", "--id",
+    }
+)  # fmt: skip
+
+
+def _disallowed_argument(words: Sequence[str]) -> str | None:
+    index = 0
+    while index < len(words):
+        word = words[index]
+        name, equals, _ = word.partition("=")
+        if name not in _VALUE_OPTIONS:
+            allowed = ", ".join(sorted(_VALUE_OPTIONS))
+            return f"the mkbootimg argument {word!r} is not one sealgate passes on (only {allowed})"
+        if not equals:
+            if index + 1 >= len(words):
+                return f"the mkbootimg argument {word} has no value"
+            if name != "--id" and words[index + 1].startswith("-"):
+                return f"the mkbootimg argument {word} is followed by another option, not a value"
+            index += 1
+        index += 1
     return None
 
 
@@ -204,7 +238,7 @@ def _header_version(words: Sequence[str]) -> int | None:
             version = words[index + 1]
         elif word.startswith("--header_version="):
             version = word.split("=", 1)[1]
-    return int(version) if version.isdigit() else None
+    return int(version) if version.isascii() and version.isdigit() and len(version) < 4 else None
 
 
 def _kernel_excluded(misc_info: Mapping[str, str], partition: str) -> bool:
@@ -271,6 +305,10 @@ class _NewcWriter:
             child = node.children[name]
             child_path = f"{path}/{name}" if path else name
             if child.kind == _S_IFDIR:
+                if child_path.count("/") >= _MAX_DEPTH:  # a real ramdisk is a few levels deep; this bounds recursion
+                    raise ReleaseError(
+                        f"the ramdisk nests directories more than {_MAX_DEPTH} deep at {child_path[:80]}..."
+                    )
                 self.entry(child_path, _S_IFDIR, None, 0)
                 self.directory(child, child_path)
             elif child.kind == _S_IFLNK:
@@ -288,7 +326,8 @@ class _NewcWriter:
         if config is None:
             raise ReleaseError(f"the ramdisk's fs_config gives no mode for {path} and has no root line")
         name = path.encode("utf-8") + b"\0"
-        fields = (self.inode, config.mode | kind, 0, 0, 1, 0, size, 0, 0, 0, 0, len(name), 0)
+        # fs_config gives permission bits only: a mode such as 020644 must not turn a file into a device or symlink.
+        fields = (self.inode, stat.S_IMODE(config.mode) | kind, 0, 0, 1, 0, size, 0, 0, 0, 0, len(name), 0)
         self.inode += 1
         self.write(b"%06x" % _NEWC_MAGIC + b"".join(b"%08x" % value for value in fields) + name)
         self.pad(4)
@@ -354,9 +393,13 @@ def build_boot_image(
             command += [f"--{name}", str(path)]
     for name in ("cmdline", "base", "pagesize"):
         text = read_text(archive, f"{directory}/{name}")
-        if text is not None:
-            command += [f"--{name}", text.rstrip("\n")]
-    command += _mkbootimg_args(misc_info, partition)
+        if text is not None:  # one word each, so a value that starts with "-" cannot become an option
+            command.append(f"--{name}={text.rstrip(chr(10))}")
+    extra = _mkbootimg_args(misc_info, partition)
+    refused = _disallowed_argument(extra)  # plan_boot_images refused it already; checked again where it is used
+    if refused is not None:
+        raise ReleaseError(f"cannot rebuild {partition}.img: {refused}")
+    command += extra
     command += ["--ramdisk", str(ramdisk)]
     image = work / f"{partition}.img"
     command += ["--output", str(image)]
@@ -409,7 +452,7 @@ def _add_footer(
     if misc_info.get("avb_enable") != "true":
         return None
     size = misc_info.get(f"{partition}_size", "")
-    if not size.isdigit():
+    if not (size.isascii() and size.isdigit() and len(size) < 20):
         raise ReleaseError(f"{MISC_INFO} gives no {partition}_size for the AVB footer of {partition}.img")
     key = f"avb_{partition}_add_hash_footer_args"
     args = footer_args(misc_info.get(key, ""), key)

@@ -537,12 +537,12 @@ def _partition_size(misc_info: dict[str, str], partition: str, image: Path, hash
     the image and <part>_reserved_size, its hash tree, the largest vbmeta libavb accepts and the footer block
     (avbtool's calc_max_image_size margins), as build_image sizes dynamic partitions to their contents."""
     size = misc_info.get(f"{partition}_size", "")
-    if size.isdigit():
+    if _is_number(size):
         return int(size)
     if misc_info.get("use_dynamic_partition_size") != "true":
         raise ReleaseError(f"{MISC_INFO} gives no {partition}_size for the AVB footer of {partition}.img")
     reserved = misc_info.get(f"{partition}_reserved_size", "0")
-    data = _round_up(image.stat().st_size + (int(reserved) if reserved.isdigit() else 0), BLOCK_SIZE)
+    data = _round_up(image.stat().st_size + (int(reserved) if _is_number(reserved) else 0), BLOCK_SIZE)
     return data + tree_size(data, BLOCK_SIZE, hash_algorithm) + _MAX_FOOTER_VBMETA + BLOCK_SIZE
 
 
@@ -557,10 +557,18 @@ class FooterArgs:
     rollback_index: int | None = None
 
 
+def _is_number(text: str) -> bool:
+    """A decimal number below 2**64 in ASCII digits (str.isdigit also takes "²", which int() refuses)."""
+    return text.isascii() and text.isdigit() and len(text) < 20
+
+
 def footer_args(args: str, key: str) -> FooterArgs:
     """The avbtool add_hash_footer / add_hashtree_footer arguments (misc_info's `key`) honoured here; any other is
     refused rather than ignored."""
-    words = shlex.split(args)
+    try:
+        words = shlex.split(args)
+    except ValueError as exc:  # an unbalanced quote
+        raise ReleaseError(f"{key} cannot be read: {exc}") from None
     result = FooterArgs()
     index = 0
     while index < len(words):
@@ -572,7 +580,7 @@ def footer_args(args: str, key: str) -> FooterArgs:
             result.properties[key] = prop.encode("utf-8")
         elif word == "--hash_algorithm" and value:
             result.hash_algorithm = value
-        elif word == "--rollback_index" and value.isdigit():
+        elif word == "--rollback_index" and _is_number(value):
             result.rollback_index = int(value)
         elif word == "--fec_num_roots" and value == "0":
             pass
