@@ -73,7 +73,7 @@ def care_map_entries(archive: ZipArchive, images: Mapping[str, Path] | None = No
             continue
         name = f"IMAGES/{partition}.img"
         if name in images:
-            blocks = image_care_blocks(_file_source(images[name]), name)
+            blocks = image_care_blocks(file_source(images[name]), name)
         elif (entry := archive.entry(name)) is not None:
             blocks = image_care_blocks(_entry_source(archive, entry), name)
         else:
@@ -127,7 +127,7 @@ class ImageSource:
     read_at: Callable[[int, int], bytes] | None = None
 
 
-def _file_source(path: Path) -> ImageSource:
+def file_source(path: Path) -> ImageSource:
     def read_at(offset: int, length: int) -> bytes:
         with open(path, "rb") as handle:
             handle.seek(offset)
@@ -311,6 +311,7 @@ __all__ = [
     "ab_partitions",
     "care_map_bytes",
     "care_map_entries",
+    "file_source",
     "image_care_blocks",
     "partition_fingerprint",
 ]
