@@ -276,7 +276,10 @@ def test_release_ota_packages_the_care_map_where_the_property_files_point(
 ) -> None:
     _, out, _ = signed
     package = tmp_path / "ota.zip"
+    capsys.readouterr()
     assert main(["release", "ota", str(out), str(package), "--compression", "none", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [(entry["name"], entry["id"]) for entry in report["care_map"]] == [("system", "ro.system.build.fingerprint")]
     with zipfile.ZipFile(out) as target, zipfile.ZipFile(package) as ota:
         expected = target.read("META/care_map.pb")
         info = ota.getinfo("care_map.pb")
@@ -298,7 +301,7 @@ def test_release_ota_packages_the_care_map_where_the_property_files_point(
         assert all(token["matches"] for token in tokens.values())
 
 
-def test_release_ota_refuses_a_care_map_that_reads_past_the_image(
+def test_release_ota_refuses_a_care_map_update_verifier_would_reboot_on(
     signed: Signed, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     _, out, _ = signed
@@ -308,6 +311,11 @@ def test_release_ota_refuses_a_care_map_that_reads_past_the_image(
     assert main(["release", "ota", str(forged), str(tmp_path / "ota.zip")]) == 1
     assert "read up to block 99999" in capsys.readouterr().err
     assert not (tmp_path / "ota.zip").exists()
+    other = _replace_entry(out, tmp_path / "other.zip", "META/care_map.pb", _encode_text(
+        tmp_path, 'partitions { name: "vendor" ranges: "2,0,1" id: "ro.vendor.build.fingerprint" fingerprint: "x" }'
+    ))  # fmt: skip
+    assert main(["release", "ota", str(other), str(tmp_path / "ota.zip")]) == 1
+    assert "names vendor, which META/ab_partitions.txt does not" in capsys.readouterr().err
     broken = _replace_entry(out, tmp_path / "broken.zip", "META/care_map.pb", b"\xff\xff")
     with pytest.raises(ReleaseError, match="not a CareMap"):
         from sealgate.release.ota_from_target_files import build_ota_from_target_files

@@ -35,7 +35,7 @@ from typing import Any
 
 from sealgate.errors import OtaFormatError, ReleaseError, SealgateError, UsageError
 from sealgate.ota.build_prop import BuildFacts, build_facts, read_build_prop
-from sealgate.ota.care_map import BLOCK_SIZE, CARE_MAP_NAME, decode_care_map
+from sealgate.ota.care_map import BLOCK_SIZE, CARE_MAP_NAME, PartitionCareMap, decode_care_map
 from sealgate.ota.metadata import OtaMetadata, ab_metadata
 from sealgate.ota.package import PackageEntry, build_ab_package
 from sealgate.ota.payload.codec import check_compression
@@ -85,6 +85,8 @@ class OtaBuildReport:
     payload_size: int
     metadata: OtaMetadata
     entries: list[PackageEntry] = field(default_factory=list)
+    #: care_map.pb's partitions (what update_verifier reads on the first boot), empty without one.
+    care_map: list[PartitionCareMap] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -97,6 +99,7 @@ class OtaBuildReport:
             "payload_size": self.payload_size,
             "metadata": self.metadata.to_json(),
             "entries": [entry.to_json() for entry in self.entries],
+            "care_map": [partition.to_json() for partition in self.care_map],
         }
 
 
@@ -175,6 +178,7 @@ def build_ota_from_target_files(
             payload_size=payload.stat().st_size,
             metadata=built.metadata,
             entries=built.entries,
+            care_map=decode_care_map(extras[CARE_MAP_NAME].read_bytes()) if CARE_MAP_NAME in extras else [],
         )
 
 
@@ -234,16 +238,17 @@ def _care_map(path: Path, archive: ZipArchive) -> tuple[str, bytes] | None:
 
 
 def _check_care_map(path: Path, data: bytes, images: Path, partitions: Sequence[str]) -> None:
-    """The care map must be one update_verifier can use on the images the payload writes: well formed, and every
-    range of a partition the payload updates within that image's verified blocks (a block update_verifier cannot
-    read makes it reboot the device, and the new slot is given up)."""
+    """The care map must be one update_verifier can use on the images the payload writes: well formed, naming only
+    partitions the payload writes (update_verifier reboots when it finds no dm-verity device for one, as the
+    merged target files of merge_target_files keep only the A/B partitions' entries), and no range past that
+    image's verified blocks (a block it cannot read reboots the device too, until the new slot is given up)."""
     try:
         entries = decode_care_map(data, f"{path}:{CARE_MAP}")
     except OtaFormatError as exc:
         raise ReleaseError(str(exc)) from None
     for entry in entries:
         if entry.name not in partitions:
-            continue
+            raise ReleaseError(f"{path}: {CARE_MAP} names {entry.name}, which {AB_PARTITIONS} does not")
         image = images / f"{entry.name}.img"
         covered = image_care_blocks(file_source(image), f"IMAGES/{entry.name}.img")
         limit = covered[-1][1] if covered else image.stat().st_size // BLOCK_SIZE
