@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import uuid
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from conftest import require_tool
 from release_tools import (
     DEV_KEYS,
     EXPECTED_ROLES,
+    SYSTEM_BUILD_PROP,
     WIFI_CERT,
     BuildInputs,
     avb_release_inputs,
@@ -115,10 +117,13 @@ def _build_input(
     dynamic: bool = False,
     vbmeta_system: bool = False,
     chain_system: bool = False,
+    system_prop: str = SYSTEM_BUILD_PROP,
+    more: Mapping[str, bytes] | None = None,
 ) -> Path:
-    """A test-keys target-files package whose system.img really holds SYSTEM/, signed by the AVB test key."""
+    """A test-keys target-files package whose system.img really holds SYSTEM/, signed by the AVB test key
+    (`system_prop` its SYSTEM/build.prop, `more` further entries)."""
     work.mkdir(parents=True, exist_ok=True)
-    plain = write_target_files(work / "plain.zip", inputs)
+    plain = write_target_files(work / "plain.zip", inputs, system_prop=system_prop)
     _add_symlink(plain, "SYSTEM/bin/ls", "sh")
     tree = work / "system-tree"
     with zipfile.ZipFile(plain) as archive:
@@ -148,8 +153,9 @@ def _build_input(
         "IMAGES/system.img": image.read_bytes(),
         "IMAGES/system.map": b"/system/bin/sh 1-2\n",
         "IMAGES/vbmeta.img": vbmeta,
+        **(more or {}),
     }
-    package = write_target_files(work / "target_files.zip", inputs, extra=extra)
+    package = write_target_files(work / "target_files.zip", inputs, system_prop=system_prop, extra=extra)
     _add_symlink(package, "SYSTEM/bin/ls", "sh")
     return package
 

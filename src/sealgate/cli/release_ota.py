@@ -58,6 +58,9 @@ def ota_command(
     click.echo(f"  to    {target.fingerprint}")
     click.echo(f"        timestamp {target.timestamp}, security patch {target.security_patch_level}")
     click.echo(f"  partitions {', '.join(report.target.partitions)}")
+    if report.care_map:
+        checked = ", ".join(f"{entry.name} ({sum(b - a for a, b in entry.blocks)} blocks)" for entry in report.care_map)
+        click.echo(f"  care map   {checked}: read through dm-verity on the first boot")
     click.echo(f"sign it offline: sealgate bundle create REQUEST.zip --ota {out} ota")
     return EXIT_OK
 

@@ -14,6 +14,13 @@ Unlike releasetools, nothing here is signed: the payload and the package are bot
 releasetools signs both with the package key whose public half update_engine and recovery trust). The heavy work is
 the existing writers': `ota.payload.writer` for the payload, `ota.package.build_ab_package` for the package.
 Images are streamed out of the zip into a temporary directory beside the output, never read whole.
+
+The target's META/care_map.pb (else the text META/care_map.txt of older builds) goes into the package as
+care_map.pb (care_map.txt) when the build has dm-verity (misc_info's verity or avb_enable), as GenerateAbOtaPackage
+copies it; update_engine keeps it for update_verifier, which reads every block it names through dm-verity on the
+first boot of the new slot. It is read strictly first (`ota.care_map`), and a partition the payload writes may not
+be read past its image's verified blocks (a block update_verifier cannot read reboots the device until the slot is
+given up).
 """
 
 from __future__ import annotations
@@ -26,16 +33,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sealgate.errors import ReleaseError, SealgateError, UsageError
+from sealgate.errors import OtaFormatError, ReleaseError, SealgateError, UsageError
 from sealgate.ota.build_prop import BuildFacts, build_facts, read_build_prop
+from sealgate.ota.care_map import BLOCK_SIZE, CARE_MAP_NAME, PartitionCareMap, decode_care_map
 from sealgate.ota.metadata import OtaMetadata, ab_metadata
 from sealgate.ota.package import PackageEntry, build_ab_package
 from sealgate.ota.payload.codec import check_compression
 from sealgate.ota.payload.properties import PayloadProperties
 from sealgate.ota.payload.writer import write_delta_payload, write_full_payload
+from sealgate.release.care_map import CARE_MAP, LEGACY_CARE_MAP, file_source, image_care_blocks
+from sealgate.release.misc_info import parse_misc_info
 from sealgate.ziparchive import ZipArchive
 
 AB_PARTITIONS = "META/ab_partitions.txt"
+MISC_INFO = "META/misc_info.txt"
 BUILD_PROP = "SYSTEM/build.prop"
 _PARTITION = re.compile(r"^[a-z0-9_]{1,64}$")
 _MAX_SMALL_ENTRY = 4 * 1024 * 1024
@@ -74,6 +85,8 @@ class OtaBuildReport:
     payload_size: int
     metadata: OtaMetadata
     entries: list[PackageEntry] = field(default_factory=list)
+    #: care_map.pb's partitions (what update_verifier reads on the first boot), empty without one.
+    care_map: list[PartitionCareMap] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -86,6 +99,7 @@ class OtaBuildReport:
             "payload_size": self.payload_size,
             "metadata": self.metadata.to_json(),
             "entries": [entry.to_json() for entry in self.entries],
+            "care_map": [partition.to_json() for partition in self.care_map],
         }
 
 
@@ -108,7 +122,7 @@ def build_ota_from_target_files(
     out = Path(out)
     with tempfile.TemporaryDirectory(prefix=".sealgate-ota-", dir=work_dir or out.resolve().parent) as temp:
         work = Path(temp)
-        target = _unpack(Path(target_files), work / "target", None)
+        target = _unpack(Path(target_files), work / "target", None, care_map=work / "care_map")
         source_build = None
         if source is not None:
             source_build = _unpack(Path(source), work / "source", target.partitions)
@@ -150,7 +164,11 @@ def build_ota_from_target_files(
             downgrade=downgrade,
             wipe=wipe,
         )
-        built = build_ab_package(out, payload=payload, payload_properties=properties, metadata=metadata)
+        extras = {path.name: path for path in sorted((work / "care_map").glob("*"))} if (
+            work / "care_map"
+        ).exists() else {}  # fmt: skip
+        built = build_ab_package(out, payload=payload, payload_properties=properties, metadata=metadata,
+                                 extra_entries=extras)  # fmt: skip
         return OtaBuildReport(
             path=os.fspath(out),
             kind="full" if source_build is None else "incremental",
@@ -160,6 +178,7 @@ def build_ota_from_target_files(
             payload_size=payload.stat().st_size,
             metadata=built.metadata,
             entries=built.entries,
+            care_map=decode_care_map(extras[CARE_MAP_NAME].read_bytes()) if CARE_MAP_NAME in extras else [],
         )
 
 
@@ -169,11 +188,15 @@ def read_target_build(target_files: Path) -> TargetBuild:
         return _read_build(Path(target_files), archive)
 
 
-def _unpack(path: Path, directory: Path, partitions: Sequence[str] | None) -> TargetBuild:
-    """Read the build and stream IMAGES/<name>.img of its A/B partitions (or of `partitions`) into `directory`."""
+def _unpack(
+    path: Path, directory: Path, partitions: Sequence[str] | None, *, care_map: Path | None = None
+) -> TargetBuild:
+    """Read the build and stream IMAGES/<name>.img of its A/B partitions (or of `partitions`) into `directory`;
+    with `care_map`, the care map the package must carry is written into that directory (`_care_map`)."""
     directory.mkdir()
     with _open(path) as archive:
         build = _read_build(path, archive)
+        care_map_data = _care_map(path, archive) if care_map is not None else None
         names = build.partitions if partitions is None else tuple(partitions)
         for name in names:
             entry = archive.entry(f"IMAGES/{name}.img")
@@ -189,8 +212,52 @@ def _unpack(path: Path, directory: Path, partitions: Sequence[str] | None) -> Ta
                 raise ReleaseError(f"cannot unpack IMAGES/{name}.img of {path}: {exc.strerror}") from None
             except SealgateError as exc:
                 raise ReleaseError(f"{path}: IMAGES/{name}.img cannot be read: {exc}") from None
+    if care_map is not None and care_map_data is not None:
+        name, data = care_map_data
+        if name == CARE_MAP_NAME:  # the text form is carried as it is: only old update_verifiers read it
+            _check_care_map(path, data, directory, names)
+        care_map.mkdir()
+        (care_map / name).write_bytes(data)
     present = tuple(name for name in names if (directory / f"{name}.img").exists())
     return TargetBuild(build.path, build.facts, present if partitions is not None else build.partitions)
+
+
+def _care_map(path: Path, archive: ZipArchive) -> tuple[str, bytes] | None:
+    """(name in the package, bytes): META/care_map.pb, else the text META/care_map.txt of older builds, which
+    GenerateAbOtaPackage copies into the package when the build has dm-verity (misc_info's verity=true or
+    avb_enable=true); None without either."""
+    misc_info = parse_misc_info(_small_entry(path, archive, MISC_INFO).decode("utf-8", "replace")) if (
+        archive.entry(MISC_INFO) is not None
+    ) else {}  # fmt: skip
+    if misc_info.get("verity") != "true" and misc_info.get("avb_enable") != "true":
+        return None
+    for name in (CARE_MAP, LEGACY_CARE_MAP):
+        if archive.entry(name) is not None:
+            return name.removeprefix("META/"), _small_entry(path, archive, name)
+    return None
+
+
+def _check_care_map(path: Path, data: bytes, images: Path, partitions: Sequence[str]) -> None:
+    """The care map must be one update_verifier can use on the images the payload writes: well formed, naming only
+    partitions the payload writes (update_verifier reboots when it finds no dm-verity device for one, as the
+    merged target files of merge_target_files keep only the A/B partitions' entries), and no range past that
+    image's verified blocks (a block it cannot read reboots the device too, until the new slot is given up)."""
+    try:
+        entries = decode_care_map(data, f"{path}:{CARE_MAP}")
+    except OtaFormatError as exc:
+        raise ReleaseError(str(exc)) from None
+    for entry in entries:
+        if entry.name not in partitions:
+            raise ReleaseError(f"{path}: {CARE_MAP} names {entry.name}, which {AB_PARTITIONS} does not")
+        image = images / f"{entry.name}.img"
+        covered = image_care_blocks(file_source(image), f"IMAGES/{entry.name}.img")
+        limit = covered[-1][1] if covered else image.stat().st_size // BLOCK_SIZE
+        end = max(end for _, end in entry.blocks)
+        if end > limit:
+            raise ReleaseError(
+                f"{path}: {CARE_MAP} has {entry.name} read up to block {end}, but its image has {limit} blocks to "
+                "read; the care map is not this image's (sign-target-files regenerates it)"
+            )
 
 
 def _open(path: Path) -> ZipArchive:

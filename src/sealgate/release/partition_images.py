@@ -36,6 +36,10 @@ source directory changed during signing are rebuilt, and only EROFS ones, with D
   descriptors (make_vbmeta_image --include_descriptors_from_image): those are replaced in place by the new
   footer's (root digest, salt, sizes, release-keys fingerprint property) and each such image is re-signed with
   its own key, every other descriptor kept (common.BuildVBMeta rebuilds them the same way).
+- META/care_map.pb is computed again from the package's images, the rebuilt ones included (`release.care_map`,
+  add_img_to_target_files' AddCareMapForAbOta), replacing the old one in place or appended when the package had
+  none; an old META/care_map.txt is dropped (sign_target_files_apks drops both for add_img_to_target_files to
+  regenerate), and so is META/care_map.pb when no partition has a care map any more.
 
 A filesystem partition that needs rebuilding and cannot be (ext4: Debian's mke2fs -d cannot apply Android's
 fs_config, and e2fsdroid is not packaged; an unsupported setting; a missing tool) is refused, naming every one,
@@ -66,6 +70,7 @@ from sealgate.avb.vbmeta import VbmetaImage, read_vbmeta, resign_vbmeta
 from sealgate.errors import AvbFormatError, ReleaseError, UsageError, ZipFormatError
 from sealgate.release.apkcerts import KeyMap
 from sealgate.release.build_props import parse_props
+from sealgate.release.care_map import CARE_MAP, LEGACY_CARE_MAP, care_map_bytes
 from sealgate.release.misc_info import parse_misc_info
 from sealgate.release.verified_boot import AVB_ROLE, VBMETA
 from sealgate.release.zip_writer import ZipWriter, central_attributes, is_symlink
@@ -108,6 +113,7 @@ class RebuiltImages:
     resigned: list[str] = field(default_factory=list)
     dropped: list[str] = field(default_factory=list)
     root_owned: list[str] = field(default_factory=list)
+    care_map: bool = False  # META/care_map.pb was written for the rebuilt images
 
 
 def partition_of(image: str) -> str:
@@ -181,9 +187,29 @@ def rebuild_partition_images(
             return path, _add_footer(archive, misc_info, partition, path, keys, chains)
 
         replacements = rebuild_and_describe(archive, images, build, keys, work, result)
-        stale_maps = {f"IMAGES/{partition_of(image)}.map" for image in images}
-        result.dropped = write_replaced(archive, output_zip, replacements, stale_maps)
+        stale = {f"IMAGES/{partition_of(image)}.map" for image in images}
+        appended = _new_care_map(archive, replacements, work, stale)
+        result.dropped = write_replaced(archive, output_zip, replacements, stale, appended)
+        result.care_map = CARE_MAP in replacements or CARE_MAP in appended
     return result
+
+
+def _new_care_map(archive: ZipArchive, replacements: dict[str, Path], work: Path, drop: set[str]) -> dict[str, Path]:
+    """META/care_map.pb of the rebuilt images (`release.care_map`, as add_img_to_target_files regenerates it after
+    sign_target_files_apks dropped the old one): it replaces the old entry, or is appended; the old care maps
+    (META/care_map.pb, META/care_map.txt) describe the old images and go when no care map is left. The entries to
+    append are returned; `replacements` and `drop` are updated."""
+    data = care_map_bytes(archive, replacements)
+    drop.update(name for name in (CARE_MAP, LEGACY_CARE_MAP) if archive.entry(name) is not None)
+    if data is None:
+        return {}
+    path = work / "care_map.pb"
+    path.write_bytes(data)
+    if archive.entry(CARE_MAP) is not None:
+        drop.discard(CARE_MAP)
+        replacements[CARE_MAP] = path
+        return {}
+    return {CARE_MAP: path}
 
 
 #: Builds one partition's image in the work directory, given vbmeta.img's chain descriptors: (image, the footer
@@ -216,10 +242,14 @@ def rebuild_and_describe(
 
 
 def write_replaced(
-    archive: ZipArchive, output_zip: Path, replacements: Mapping[str, Path], drop: set[str]
+    archive: ZipArchive,
+    output_zip: Path,
+    replacements: Mapping[str, Path],
+    drop: set[str],
+    append: Mapping[str, Path] | None = None,
 ) -> list[str]:
     """Write `output_zip`: `archive` with the entries of `replacements` taken from their files, `drop` left out
-    (the names dropped are returned), everything else copied; atomically."""
+    (the names dropped are returned), everything else copied, then the new entries of `append`; atomically."""
     dropped = []
     attributes = central_attributes(archive)
     with AtomicOutput(output_zip) as output:
@@ -232,6 +262,8 @@ def write_replaced(
                                 attributes=attributes[index][1])  # fmt: skip
             else:
                 writer.copy_entry(archive, entry, attributes[index])
+        for name, path in (append or {}).items():
+            writer.add_file(name, path)
         writer.finish()
         output.commit()
     return dropped

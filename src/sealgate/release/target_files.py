@@ -21,11 +21,12 @@ The steps, in the order that lets every refusal happen before a byte is written:
 5. fsync and rename into place (`AtomicOutput`); a failure at any step leaves nothing at the output path.
 
 Like sign_target_files_apks (which lets add_img_to_target_files regenerate IMAGES/), the EROFS images whose source
-directory changed are rebuilt from the signed directories and vbmeta re-describes them (`partition_images`), and
-so are boot.img and recovery.img whose ramdisk changed (`boot_images`); with `rebuild_images=False`, or when no
-stale image can be rebuilt by default, the report lists the images left stale instead. The output is
-deterministic: entries in the input's order, each stamped 2009-01-01 (`zip_writer`); only ECDSA/DSA signatures
-differ between runs.
+directory changed are rebuilt from the signed directories and vbmeta re-describes them (`partition_images`;
+META/care_map.pb is then computed again from the new images, `care_map`, as sign_target_files_apks drops it for
+add_img_to_target_files to regenerate), and so are boot.img and recovery.img whose ramdisk changed
+(`boot_images`); with `rebuild_images=False`, or when no stale image can be rebuilt by default, the report lists
+the images left stale instead. The output is deterministic: entries in the input's order, each stamped
+2009-01-01 (`zip_writer`); only ECDSA/DSA signatures differ between runs.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from sealgate.apk.verifier import verify_apk
 from sealgate.durable import fsync_directory
 from sealgate.errors import ReleaseError, SealgateError, UnreleasableBuildError, ZipFormatError
 from sealgate.ota.whole_file import trusted_key
-from sealgate.release import boot_images, partition_images
+from sealgate.release import boot_images, care_map, partition_images
 from sealgate.release.apkcerts import (
     DEFAULT_DEV_KEY_DIRECTORY,
     ApexKey,
@@ -462,7 +463,13 @@ def _finish_images(
         for name in result.root_owned:
             report.notes.append(Issue("ROOT_OWNED", f"{name}: every file belongs to root (not built as root)"))
         for name in result.dropped:
-            report.notes.append(Issue("BLOCK_MAP_DROPPED", f"{name} described the old image; dropped"))
+            if name.endswith(".map"):
+                report.notes.append(Issue("BLOCK_MAP_DROPPED", f"{name} described the old image; dropped"))
+            else:
+                report.notes.append(Issue("CARE_MAP_DROPPED", f"{name} described the old images; dropped"))
+        if result.care_map:
+            report.notes.append(Issue("CARE_MAP_REGENERATED", f"{care_map.CARE_MAP} describes the rebuilt images "
+                                      "(their blocks and release-keys fingerprints)"))  # fmt: skip
 
 
 def _stale_images(changed: set[str], names: set[str]) -> list[str]:

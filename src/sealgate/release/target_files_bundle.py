@@ -11,7 +11,8 @@ Online, `bundle apply` writes the signed package only if, checked against the ex
 exactly the entries that were sent (META/vbmeta_digest.txt may go), every APK apkcerts.txt maps to a role verifies
 (sealgate's APK verifier, Android's rules) with exactly that role's certificate and PRESIGNED ones are byte for byte
 the ones sent, every otacerts.zip holds only the ota role's certificate, IMAGES/vbmeta.img verifies with the avb
-role's key (libavb's rules) with the rollback index asked for, and SYSTEM/build.prop says release-keys.
+role's key (libavb's rules) with the rollback index asked for, SYSTEM/build.prop says release-keys, and, when
+filesystem images were rebuilt, META/care_map.pb is exactly the care map computed here from the response's images.
 """
 
 from __future__ import annotations
@@ -40,8 +41,10 @@ from sealgate.release.apkcerts import (
     parse_apkcerts,
 )
 from sealgate.release.build_props import is_build_prop_file, parse_props, release_refusals, rewrite_props
+from sealgate.release.care_map import CARE_MAP, LEGACY_CARE_MAP, care_map_bytes
 from sealgate.release.misc_info import parse_misc_info
 from sealgate.release.otacerts import is_otacerts, is_payload_key, payload_key_pem
+from sealgate.release.partition_images import filesystem_images
 from sealgate.release.target_files import (
     APKCERTS,
     MISC_INFO,
@@ -56,6 +59,7 @@ from sealgate.signing import Signer
 from sealgate.ziparchive import ZipArchive, not_a_zip_reason
 
 KIND = "target-files"
+_CARE_MAPS = {CARE_MAP, LEGACY_CARE_MAP}
 ALGORITHM = "release-target-files"
 _MAX_TEXT = 16 * 1024 * 1024
 
@@ -116,7 +120,8 @@ class TargetFilesHandler:
             sent_names = {entry.name for entry in sent.entries if not entry.is_directory}
             came_names = {entry.name for entry in came.entries if not entry.is_directory}
             rebuilt_maps = _rebuilt_block_maps(sent, came)
-            if came_names != sent_names - {VBMETA_DIGEST} - rebuilt_maps and came_names != sent_names - rebuilt_maps:
+            kept = sent_names - rebuilt_maps - _CARE_MAPS  # the care maps are checked once `rebuilt` is known
+            if came_names - _CARE_MAPS not in (kept, kept - {VBMETA_DIGEST}):
                 different = sorted(came_names ^ sent_names)[:5]
                 raise ReleaseError(f"its entries are not the ones that were sent: {', '.join(different)}")
             apks = _mapped_apks(sent, sent_names, options)
@@ -131,6 +136,7 @@ class TargetFilesHandler:
                 rebuilt = _rebuilt_images(sent, came, came_names, rebuilt_maps)
                 if rebuilt:
                     _check_rebuilt(came, came_names, rebuilt, certificate(AVB_ROLE), Path(work))
+                regenerated = _check_care_map(sent_names, came, came_names, rebuilt)
                 if VBMETA in came_names:  # (verified with the avb key just below; its chains are read here)
                     _check_chained(sent, came, _read(came, VBMETA), Path(work), rebuilt)
             ota = (
@@ -151,7 +157,7 @@ class TargetFilesHandler:
             ) else "release-keys"  # fmt: skip
             if tags != "release-keys":
                 raise ReleaseError(f"SYSTEM/build.prop says ro.build.tags={tags}, not release-keys")
-            _check_unchanged(sent, came, came_names, apks, rebuilt)
+            _check_unchanged(sent, came, came_names, apks, rebuilt | regenerated)
 
 
 def _check_mac_permissions(
@@ -237,6 +243,27 @@ def _check_rebuilt(came: ZipArchive, names: set[str], rebuilt: set[str], avb: Ce
     if unvouched:
         raise ReleaseError(f"{', '.join(unvouched)} changed, but {VBMETA} does not describe them")
     shutil.rmtree(images)
+
+
+def _check_care_map(sent_names: set[str], came: ZipArchive, came_names: set[str], rebuilt: set[str]) -> set[str]:
+    """When filesystem images were rebuilt, META/care_map.pb must be exactly the care map of the response's images
+    (`release.care_map`, computed here from the images `_check_rebuilt` verified and the build.prop files
+    `_check_unchanged` checks), and the old META/care_map.txt gone; otherwise the care maps are the ones sent.
+    The care map entries so rewritten are returned (`_check_unchanged` checks everything else)."""
+    if not filesystem_images(sorted(rebuilt)):
+        if came_names & _CARE_MAPS != sent_names & _CARE_MAPS:
+            raise ReleaseError("the care maps are not the ones that were sent, yet no filesystem image was rebuilt")
+        return set()
+    if LEGACY_CARE_MAP in came_names:
+        raise ReleaseError(f"{LEGACY_CARE_MAP} still describes the images that were rebuilt")
+    expected = care_map_bytes(came)
+    if expected is None:
+        if CARE_MAP in came_names:
+            raise ReleaseError(f"{CARE_MAP} is there, but no partition of the rebuilt images has a care map")
+        return set()
+    if CARE_MAP not in came_names or _read(came, CARE_MAP) != expected:
+        raise ReleaseError(f"{CARE_MAP} is not the care map of the rebuilt images (their blocks and fingerprints)")
+    return {CARE_MAP}
 
 
 def _check_chained(sent: ZipArchive, came: ZipArchive, vbmeta: bytes, work: Path, rebuilt: set[str]) -> None:
