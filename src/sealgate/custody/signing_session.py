@@ -1090,6 +1090,26 @@ def _check_record_entries(
             )
 
 
+def _stage_pair(
+    request_bundle: RequestBundle,
+    response_bundle: Any,
+    item: RequestItem,
+    answer: ResponseItem,
+    target: Path,
+    staging: Path,
+) -> Path:
+    """The signed artifact at `target` (fsynced: it is what will be placed) and, beside it, the payload that was sent,
+    so a check can compare the two; returns the latter's path."""
+    with open(target, "xb") as handle:
+        response_bundle.copy_output(answer, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    unsigned = staging / f"{item.id}.unsigned"
+    with open(unsigned, "xb") as handle:
+        request_bundle.copy_payload(item, handle)
+    return unsigned
+
+
 def _stage(
     request_bundle: RequestBundle,
     response_bundle: Any,
@@ -1101,13 +1121,7 @@ def _stage(
     certificate = public.certificate(item.role)
     target = staging / f"{item.id}.out"
     if item.kind in HANDLED_KINDS:
-        with open(target, "xb") as handle:
-            response_bundle.copy_output(answer, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        unsigned = staging / f"{item.id}.unsigned"
-        with open(unsigned, "xb") as handle:
-            request_bundle.copy_payload(item, handle)
+        unsigned = _stage_pair(request_bundle, response_bundle, item, answer, target, staging)
         try:
             handler_for(item.kind).check(target, unsigned, public.certificate, item.release_options)
         except BundleError as exc:
@@ -1121,24 +1135,12 @@ def _stage(
         unsigned.unlink()
         return target
     if item.kind == "ota":
-        with open(target, "xb") as handle:
-            response_bundle.copy_output(answer, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        unsigned = staging / f"{item.id}.unsigned"
-        with open(unsigned, "xb") as handle:
-            request_bundle.copy_payload(item, handle)
+        unsigned = _stage_pair(request_bundle, response_bundle, item, answer, target, staging)
         _check_signed_ota(target, unsigned, item, certificate, answer, staging / f"{item.id}.check")
         unsigned.unlink()
         return target
     if item.kind == "apk":
-        with open(target, "xb") as handle:
-            response_bundle.copy_output(answer, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        unsigned = staging / f"{item.id}.unsigned"
-        with open(unsigned, "xb") as handle:
-            request_bundle.copy_payload(item, handle)
+        unsigned = _stage_pair(request_bundle, response_bundle, item, answer, target, staging)
         _check_signed_apk(target, unsigned, item, certificate, public.retired.get(item.role, ()))
         unsigned.unlink()
         return target
