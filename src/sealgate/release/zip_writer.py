@@ -10,7 +10,6 @@ or the entry count does not fit in the classic fields.
 
 from __future__ import annotations
 
-import errno
 import os
 import struct
 import zlib
@@ -18,6 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from sealgate.errors import ZipFormatError
+from sealgate.filecopy import copy_once, pwrite_all
 from sealgate.ziparchive import CD_FIXED_SIZE, METHOD_DEFLATED, METHOD_STORED, ZipArchive, ZipEntry
 
 #: 2009-01-01 00:00:00 in MS-DOS date and time format: releasetools' fixed timestamp.
@@ -41,7 +41,6 @@ _MADE_BY_UNIX = 3 << 8 | 20
 _FLAG_UTF8 = 0x0800
 _CHUNK = 4 * 1024 * 1024
 _COPY_STEP = 64 * 1024 * 1024
-_COPY_FALLBACK = {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EPERM, errno.EBADF}
 
 
 @dataclass(frozen=True)
@@ -131,7 +130,7 @@ class ZipWriter:
             self._write(tail)
         if not zip64 and _needs_zip64(size, compressed):
             raise ZipFormatError(f"entry {name!r} grew past the size announced for it ({size_hint} bytes)")
-        _pwrite_all(self._fd, self._local_bytes(raw_name, method, crc, compressed, size, zip64=zip64), start)
+        pwrite_all(self._fd, self._local_bytes(raw_name, method, crc, compressed, size, zip64=zip64), start)
         self._add_record(raw_name, method, crc, compressed, size, start, attributes, _MADE_BY_UNIX)
 
     def finish(self) -> int:
@@ -174,24 +173,14 @@ class ZipWriter:
         self._records.append(_Record(raw_name, method, crc, compressed, size, offset, attributes, made_by))
 
     def _write(self, data: bytes | memoryview) -> None:
-        _pwrite_all(self._fd, data, self._offset)
+        pwrite_all(self._fd, data, self._offset)
         self._offset += len(data)
 
     def _copy(self, source: int, offset: int, length: int) -> None:
         while length > 0:
-            if self._copy_fallback:
-                data = os.pread(source, min(length, _CHUNK), offset)
-                copied = len(data)
-                if copied:
-                    _pwrite_all(self._fd, data, self._offset)
-            else:
-                try:
-                    copied = os.copy_file_range(source, self._fd, min(length, _COPY_STEP), offset, self._offset)
-                except OSError as exc:
-                    if exc.errno not in _COPY_FALLBACK:
-                        raise
-                    self._copy_fallback = True
-                    continue
+            copied, kernel = copy_once(source, self._fd, offset, self._offset, min(length, _COPY_STEP),
+                                       not self._copy_fallback)  # fmt: skip
+            self._copy_fallback = not kernel
             if copied == 0:
                 raise ZipFormatError(f"the input archive ends early: no data at offset {offset}")
             offset += copied
@@ -245,11 +234,3 @@ def _central_record(record: _Record) -> bytes:
                  len(record.name), len(extra), 0, 0, 0, record.attributes, min(record.offset, _MAX_U32))
         + record.name + extra
     )  # fmt: skip
-
-
-def _pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.pwrite(fd, view, offset)
-        offset += written
-        view = view[written:]

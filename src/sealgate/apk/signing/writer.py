@@ -14,8 +14,6 @@ the same input gives the same output.
 
 from __future__ import annotations
 
-import errno
-import os
 import struct
 import zlib
 from collections.abc import Callable, Sequence
@@ -23,6 +21,7 @@ from dataclasses import dataclass
 
 from sealgate.apk.signing.align import aligned_extra, entry_alignment
 from sealgate.errors import ApkFormatError
+from sealgate.filecopy import copy_once, pwrite_all
 from sealgate.ziparchive import CD_FIXED_SIZE, EOCD_SIZE, LFH_FIXED_SIZE, METHOD_STORED, ZipArchive, ZipEntry
 
 #: apksigner's timestamp for new entries when no entry has one: 2009-01-01 00:00 in MS-DOS format.
@@ -37,11 +36,8 @@ _CD_SIGNATURE = 0x02014B50
 _VERSION_20 = 20
 _FLAG_UTF8 = 0x0800
 _METHOD_DEFLATED = 8
-#: Copies fall back to pread/pwrite in pieces of this size where copy_file_range cannot be used.
-_COPY_CHUNK = 4 * 1024 * 1024
 #: Longest single copy: after each, `progress` learns how far the output is final, so it can be hashed meanwhile.
 _COPY_STEP = 16 * 1024 * 1024
-_COPY_FALLBACK_ERRNOS = {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EPERM, errno.EBADF}
 
 
 @dataclass(frozen=True)
@@ -169,7 +165,7 @@ class ZipWriter:
 
     def write_at(self, offset: int, data: bytes) -> None:
         """Positional write of the tail (padding, signing block, central directory, end record)."""
-        _pwrite_all(self._fd, data, offset)
+        pwrite_all(self._fd, data, offset)
 
     # -- internals ----------------------------------------------------------------------------------------------
 
@@ -190,25 +186,16 @@ class ZipWriter:
 
     def _write(self, data: bytes) -> None:
         self._check_offset(self._offset + len(data))
-        _pwrite_all(self._fd, data, self._offset)
+        pwrite_all(self._fd, data, self._offset)
         self._offset += len(data)
 
     def _copy(self, source_offset: int, length: int) -> None:
         self._check_offset(self._offset + length)
         source = self._archive.fileno
         while length > 0:
-            if self._copy_fallback:
-                copied = self._copy_by_reading(source, source_offset, min(length, _COPY_CHUNK))
-            else:
-                try:
-                    copied = os.copy_file_range(
-                        source, self._fd, min(length, self._copy_step), source_offset, self._offset
-                    )
-                except OSError as exc:
-                    if exc.errno not in _COPY_FALLBACK_ERRNOS:
-                        raise
-                    self._copy_fallback = True
-                    continue
+            copied, kernel = copy_once(source, self._fd, source_offset, self._offset,
+                                       min(length, self._copy_step), not self._copy_fallback)  # fmt: skip
+            self._copy_fallback = not kernel
             if copied == 0:
                 raise ApkFormatError(f"the input APK ends early: no data at offset {source_offset}")
             source_offset += copied
@@ -216,12 +203,6 @@ class ZipWriter:
             length -= copied
             if self.progress is not None:
                 self.progress(self._offset)
-
-    def _copy_by_reading(self, source: int, source_offset: int, length: int) -> int:
-        data = os.pread(source, length, source_offset)
-        if data:
-            _pwrite_all(self._fd, data, self._offset)
-        return len(data)
 
     def _check_offset(self, offset: int) -> None:
         if offset > _MAX_U32:
@@ -248,11 +229,3 @@ def _with_local_offset(record: bytes, offset: int) -> bytes:
     changed = bytearray(record)
     struct.pack_into("<I", changed, 42, offset)
     return bytes(changed)
-
-
-def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.pwrite(fd, view, offset)
-        offset += written
-        view = view[written:]

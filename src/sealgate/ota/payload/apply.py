@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from sealgate.apk.certificate import Certificate
 from sealgate.errors import PayloadError, UsageError
+from sealgate.filecopy import pwrite_all
 from sealgate.ota.payload import schema
 from sealgate.ota.payload.codec import DISCARD, REPLACE, REPLACE_BZ, REPLACE_XZ, REPLACE_ZSTD, SOURCE_COPY, ZERO, decode
 from sealgate.ota.payload.properties import PayloadProperties
@@ -220,7 +221,7 @@ def _write_extents(fd: int, extents: Any, data: bytes) -> None:
     view = memoryview(data)
     for extent in extents:
         length = int(extent.num_blocks) * BLOCK_SIZE
-        _pwrite_all(fd, view[:length], int(extent.start_block) * BLOCK_SIZE)
+        pwrite_all(fd, view[:length], int(extent.start_block) * BLOCK_SIZE)
         view = view[length:]
 
 
@@ -228,16 +229,9 @@ def _write_zeros(fd: int, offset: int, length: int) -> None:
     zeros = bytes(min(length, _STEP))
     while length:
         step = min(length, len(zeros))
-        _pwrite_all(fd, memoryview(zeros)[:step], offset)
+        pwrite_all(fd, memoryview(zeros)[:step], offset)
         offset += step
         length -= step
-
-
-def _pwrite_all(fd: int, view: memoryview, offset: int) -> None:
-    while view:
-        written = os.pwrite(fd, view, offset)
-        view = view[written:]
-        offset += written
 
 
 def _fd_sha256(fd: int, size: int) -> bytes:
